@@ -1,0 +1,1 @@
+"""Aggregator: consumes funnel.events and keeps per-person funnel progress, exactly once."""

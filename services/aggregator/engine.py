@@ -1,0 +1,149 @@
+"""The funnel engine: a person's events in, that person's funnel entries out.
+
+Pure and deterministic (standard library only). The aggregator recomputes a person from all
+of their stored events whenever one of them arrives, so a late, out-of-order or duplicate
+event gives exactly what in-order delivery gives: there are no blind increments to undo.
+
+Matching rules (BRIEF section 2): events are ordered by time, ties broken by the lowest step
+they match, then by event id. Each step-1 event opens an entry; a later event moves an entry
+forward by at most one step, and only up to ``t0 + window`` inclusive. Each step is taken by
+the earliest qualifying event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.funnel import Entry, FunnelDefinition, Touch, lookup, text_or_none
+
+NO_STEP = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class PersonEvent:
+    event_id: str
+    ts: int
+    name: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonProgress:
+    """Everything the reports need about one person in one funnel."""
+
+    entries: tuple[Entry, ...]
+    touches: tuple[Touch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Ordered:
+    events: tuple[PersonEvent, ...]
+    steps: tuple[frozenset[int], ...]  # 0-based step indexes each event matches
+
+
+def evaluate(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> PersonProgress:
+    ordered = _order(definition, events)
+    open_entry = {"ordered": _ordered_entry, "strict": _strict_entry, "any": _any_entry}[
+        definition.order
+    ]
+    entries = []
+    for i, matched in enumerate(ordered.steps):
+        if 0 in matched:
+            used = open_entry(definition, ordered, i)
+            entries.append(_entry(definition, ordered, used))
+    return PersonProgress(tuple(entries), _touches(definition, ordered))
+
+
+def _order(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> _Ordered:
+    unique = {e.event_id: e for e in events}.values()
+    tagged = []
+    for e in unique:
+        matched = frozenset(
+            k
+            for k, step in enumerate(definition.steps)
+            if step.matcher.matches(e.name, e.properties, e.context)
+        )
+        tagged.append((e.ts, min(matched, default=NO_STEP), e.event_id, e, matched))
+    tagged.sort(key=lambda t: (t[0], t[1], t[2]))
+    return _Ordered(tuple(t[3] for t in tagged), tuple(t[4] for t in tagged))
+
+
+def _ordered_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[int]:
+    used, deadline, n = [start], o.events[start].ts + definition.window_us, len(definition.steps)
+    for j in range(start + 1, len(o.events)):
+        if o.events[j].ts > deadline or len(used) == n:
+            break
+        if len(used) in o.steps[j]:
+            used.append(j)
+    return used
+
+
+def _strict_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[int]:
+    used, deadline, n = [start], o.events[start].ts + definition.window_us, len(definition.steps)
+    for j in range(start + 1, len(o.events)):
+        if o.events[j].ts > deadline or len(used) == n or len(used) not in o.steps[j]:
+            break
+        used.append(j)
+    return used
+
+
+def _any_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[int]:
+    used, done = [start], {0}
+    deadline, n = o.events[start].ts + definition.window_us, len(definition.steps)
+    for j in range(start + 1, len(o.events)):
+        if o.events[j].ts > deadline or len(used) == n:
+            break
+        fresh = o.steps[j] - done
+        if fresh:
+            done.add(min(fresh))
+            used.append(j)
+    return used
+
+
+def _entry(definition: FunnelDefinition, o: _Ordered, used: Sequence[int]) -> Entry:
+    times = tuple(o.events[j].ts for j in used)
+    values = {
+        p: tuple(text_or_none(_prop(o.events[j], p)) for j in used)
+        for p in definition.tracked_properties
+    }
+    return Entry(times[0], times, _disqualified(definition, o, times), values)
+
+
+def _disqualified(definition: FunnelDefinition, o: _Ordered, times: Sequence[int]) -> bool:
+    """Whether an exclusion event falls strictly between steps a and b (or a and window end)."""
+    step_instants = set(times)
+    for x in definition.exclusions:
+        if len(times) < x.from_step:
+            continue
+        low = times[x.from_step - 1]
+        closed = len(times) >= x.to_step
+        high = times[x.to_step - 1] if closed else times[0] + definition.window_us
+        for e in o.events:
+            inside = low < e.ts < high if closed else low < e.ts <= high
+            if (
+                inside
+                and e.ts not in step_instants
+                and x.matcher.matches(e.name, e.properties, e.context)
+            ):
+                return True
+    return False
+
+
+def _touches(definition: FunnelDefinition, o: _Ordered) -> tuple[Touch, ...]:
+    if not definition.breakdowns:
+        return ()
+    touches = []
+    for seq, (e, matched) in enumerate(zip(o.events, o.steps, strict=True)):
+        if not matched:
+            continue
+        values = {p: text_or_none(_prop(e, p)) for p in definition.breakdowns}
+        if any(v is not None for v in values.values()):
+            touches.append(Touch(e.ts, seq, values))
+    return tuple(touches)
+
+
+def _prop(e: PersonEvent, path: str) -> Any:
+    return lookup(path, e.properties, e.context)

@@ -1,0 +1,31 @@
+"""Every metric the aggregator exports."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "funnel_aggregator_events_total",
+    "Records consumed, by outcome (stored, duplicate, dead_letter, expired).",
+    ["outcome"],
+)
+BATCH_SECONDS = Histogram(
+    "funnel_aggregator_batch_duration_seconds",
+    "Time to apply one poll batch, from decode to commit.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LAG_RECORDS = Gauge(
+    "funnel_aggregator_lag_records", "Records not yet applied, per partition.", ["partition"]
+)
+LAG_SECONDS = Gauge(
+    "funnel_aggregator_lag_seconds",
+    "Age of the newest applied record (now - its Kafka timestamp), per partition.",
+    ["partition"],
+)
+LAST_EVENT_TIME = Gauge(
+    "funnel_aggregator_last_event_timestamp_seconds",
+    "Event time of the newest event applied, as a Unix timestamp.",
+)
+BACKFILL_PERSONS = Counter(
+    "funnel_aggregator_backfill_persons_total", "Persons recomputed by funnel backfills."
+)

@@ -1,0 +1,125 @@
+"""One poll batch = one transaction: events, per-person progress and offsets commit together.
+
+Exactly once: a record's effects and the partition's next offset are written in the same
+database transaction, so a crash before commit leaves neither and a restart re-applies the
+batch; after commit both are there and the consumer resumes after it. Events are also
+deduplicated by (project, event id), so a record published twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.aggregator import metrics, repository
+from services.aggregator.engine import evaluate
+from services.aggregator.source import Partition, SourceRecord
+from shared.events import CanonicalEvent, WireError, to_micros
+
+log = logging.getLogger(__name__)
+
+
+class Processor:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        group_id: str,
+        horizon_us: Callable[[], int],
+    ) -> None:
+        self._sessions = sessions
+        self._group_id = group_id
+        self._horizon_us = horizon_us
+
+    async def load_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
+        async with self._sessions() as session:
+            return await repository.load_offsets(session, self._group_id, partitions)
+
+    async def apply(
+        self, records: Sequence[SourceRecord], expected: dict[Partition, int | None]
+    ) -> dict[Partition, int]:
+        """Apply a batch; return each partition's new next offset (now committed)."""
+        started = time.perf_counter()
+        horizon = self._horizon_us()
+        moves: dict[Partition, tuple[int | None, int]] = {}
+        outcomes: dict[str, int] = defaultdict(int)
+        async with self._sessions.begin() as session:
+            fresh: list[CanonicalEvent] = []
+            for r in records:
+                moves[(r.topic, r.partition)] = (expected.get((r.topic, r.partition)), r.offset + 1)
+                event = await self._decode(session, r)
+                if event is None:
+                    outcomes["dead_letter"] += 1
+                elif to_micros(event.timestamp) < horizon:
+                    outcomes["expired"] += 1
+                else:
+                    fresh.append(event)
+            persons = await repository.store_events(session, fresh)
+            stored = sum(1 for e in fresh if (e.project_id, e.person_id) in persons)
+            await recompute(session, persons, horizon)
+            await repository.advance_offsets(session, self._group_id, moves)
+        outcomes["stored"] += stored
+        outcomes["duplicate"] += len(fresh) - stored
+        for outcome, n in outcomes.items():
+            metrics.EVENTS.labels(outcome).inc(n)
+        if fresh:
+            metrics.LAST_EVENT_TIME.set(max(e.timestamp for e in fresh).timestamp())
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        return {p: new for p, (_, new) in moves.items()}
+
+    async def _decode(self, session: AsyncSession, r: SourceRecord) -> CanonicalEvent | None:
+        try:
+            if r.value is None:
+                raise WireError("record has no value")
+            return CanonicalEvent.from_json(r.value)
+        except WireError as exc:
+            log.warning("dead letter %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
+            await repository.dead_letter(
+                session, r.topic, r.partition, r.offset, r.key, r.value, str(exc)
+            )
+            return None
+
+    async def backfill_step(self, limit: int) -> bool:
+        """Recompute the next persons of one funnel being backfilled; False if none is."""
+        async with self._sessions.begin() as session:
+            funnel = await repository.lock_pending_backfill(session)
+            if funnel is None:
+                return False
+            persons = await repository.backfill_persons(session, funnel, limit)
+            horizon = self._horizon_us()
+            history = await repository.person_events(session, funnel.project_id, persons, horizon)
+            progress = {p: evaluate(funnel.definition, history.get(p, ())) for p in persons}
+            await repository.replace_progress(session, funnel.id, progress, horizon)
+            cursor = persons[-1] if persons else funnel.backfill_cursor
+            await repository.advance_backfill(
+                session, funnel.id, cursor, len(persons), done=len(persons) < limit
+            )
+        metrics.BACKFILL_PERSONS.inc(len(persons))
+        return True
+
+
+async def recompute(
+    session: AsyncSession, persons: Iterable[tuple[str, str]], horizon_us: int
+) -> None:
+    """Re-evaluate every funnel of these persons' projects from their stored events."""
+    by_project: dict[str, set[str]] = defaultdict(set)
+    for project, person in persons:
+        by_project[project].add(person)
+    if not by_project:
+        return
+    funnels = await repository.active_funnels(session, by_project)
+    for project, people in sorted(by_project.items()):
+        mine = [f for f in funnels if f.project_id == project]
+        if not mine:
+            continue
+        history = await repository.person_events(session, project, people, horizon_us)
+        for funnel in mine:
+            progress = {
+                p: evaluate(funnel.definition, history.get(p, ()))
+                for p in people
+                if funnel.covers(p)
+            }
+            await repository.replace_progress(session, funnel.id, progress, horizon_us)

@@ -1,0 +1,305 @@
+"""The aggregator's SQL: events, funnels, per-person progress and consumer offsets.
+
+Functions take the caller's session and never commit: one poll batch is one transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.aggregator.engine import PersonEvent, PersonProgress
+from shared.events import CanonicalEvent, to_micros
+from shared.funnel import FunnelDefinition, definition_from_doc
+from shared.keys import now_us
+from shared.tables import (
+    consumer_offsets,
+    dead_letters,
+    events,
+    funnel_entries,
+    funnel_touches,
+    funnels,
+)
+
+CHUNK = 500
+PersonKey = tuple[str, str]  # (project_id, person_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveFunnel:
+    id: str
+    project_id: str
+    definition: FunnelDefinition
+    backfill_cursor: str | None
+    backfill_done: bool
+
+    def covers(self, person_id: str) -> bool:
+        """Whether this person's progress is kept live (backfill has passed them)."""
+        return self.backfill_done or (
+            self.backfill_cursor is not None and person_id <= self.backfill_cursor
+        )
+
+
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    return (pg_insert if _is_postgres(session) else sqlite_insert)(table)
+
+
+async def store_events(session: AsyncSession, batch: Sequence[CanonicalEvent]) -> set[PersonKey]:
+    """Insert events not seen before (by project and event id); return whose were new."""
+    if not batch:
+        return set()
+    unique = {(e.project_id, e.event_id): e for e in batch}.values()
+    rows = [
+        {
+            "project_id": e.project_id,
+            "event_id": e.event_id,
+            "person_id": e.person_id,
+            "name": e.event,
+            "ts_us": to_micros(e.timestamp),
+            "received_at_us": to_micros(e.received_at),
+            "properties": e.properties,
+            "context": e.context,
+        }
+        for e in unique
+    ]
+    stmt = (
+        _insert(session, events)
+        .on_conflict_do_nothing(index_elements=["project_id", "event_id"])
+        .returning(events.c.project_id, events.c.person_id)
+    )
+    result = await session.execute(stmt, rows)
+    return {(r.project_id, r.person_id) for r in result}
+
+
+async def person_events(
+    session: AsyncSession, project_id: str, persons: Iterable[str], since_us: int
+) -> dict[str, list[PersonEvent]]:
+    found: dict[str, list[PersonEvent]] = defaultdict(list)
+    people = sorted(set(persons))
+    for i in range(0, len(people), CHUNK):
+        stmt = select(
+            events.c.person_id,
+            events.c.event_id,
+            events.c.ts_us,
+            events.c.name,
+            events.c.properties,
+            events.c.context,
+        ).where(
+            events.c.project_id == project_id,
+            events.c.person_id.in_(people[i : i + CHUNK]),
+            events.c.ts_us >= since_us,
+        )
+        for r in await session.execute(stmt):
+            found[r.person_id].append(
+                PersonEvent(r.event_id, r.ts_us, r.name, r.properties, r.context)
+            )
+    return found
+
+
+_FUNNEL_COLUMNS = (
+    funnels.c.id,
+    funnels.c.project_id,
+    funnels.c.definition,
+    funnels.c.backfill_cursor,
+    funnels.c.backfill_done,
+)
+
+
+async def active_funnels(session: AsyncSession, project_ids: Iterable[str]) -> list[ActiveFunnel]:
+    """Funnels of these projects, share-locked (PostgreSQL) against concurrent redefinition."""
+    stmt = (
+        select(*_FUNNEL_COLUMNS)
+        .where(funnels.c.project_id.in_(sorted(set(project_ids))))
+        .order_by(funnels.c.id)
+    )
+    if _is_postgres(session):
+        stmt = stmt.with_for_update(read=True)
+    return [_funnel(r) for r in await session.execute(stmt)]
+
+
+async def lock_pending_backfill(session: AsyncSession) -> ActiveFunnel | None:
+    """One funnel whose backfill is not done, locked for this transaction (PostgreSQL)."""
+    stmt = select(*_FUNNEL_COLUMNS).where(funnels.c.backfill_done.is_(False)).limit(1)
+    if _is_postgres(session):
+        stmt = stmt.with_for_update()
+    row = (await session.execute(stmt)).first()
+    return _funnel(row) if row else None
+
+
+def _funnel(r: Any) -> ActiveFunnel:
+    return ActiveFunnel(
+        r.id, r.project_id, definition_from_doc(r.definition), r.backfill_cursor, r.backfill_done
+    )
+
+
+async def replace_progress(
+    session: AsyncSession,
+    funnel_id: str,
+    progress: Mapping[str, PersonProgress],
+    since_us: int,
+) -> None:
+    """Replace these persons' entries (t0 >= since) and touches in one funnel."""
+    people = sorted(progress)
+    for i in range(0, len(people), CHUNK):
+        chunk = people[i : i + CHUNK]
+        await session.execute(
+            delete(funnel_entries).where(
+                funnel_entries.c.funnel_id == funnel_id,
+                funnel_entries.c.person_id.in_(chunk),
+                funnel_entries.c.t0_us >= since_us,
+            )
+        )
+        await session.execute(
+            delete(funnel_touches).where(
+                funnel_touches.c.funnel_id == funnel_id,
+                funnel_touches.c.person_id.in_(chunk),
+                funnel_touches.c.ts_us >= since_us,
+            )
+        )
+    entry_rows = [
+        {
+            "funnel_id": funnel_id,
+            "person_id": person,
+            "t0_us": e.t0,
+            "reached": e.reached,
+            "step_times": list(e.step_times),
+            "disqualified": e.disqualified,
+            "step_values": {k: list(v) for k, v in e.step_values.items()},
+        }
+        for person, p in progress.items()
+        for e in p.entries
+    ]
+    touch_rows = [
+        {
+            "funnel_id": funnel_id,
+            "person_id": person,
+            "ts_us": t.ts,
+            "seq": t.seq,
+            "values": dict(t.values),
+        }
+        for person, p in progress.items()
+        for t in p.touches
+    ]
+    if entry_rows:
+        await session.execute(funnel_entries.insert(), entry_rows)
+    if touch_rows:
+        await session.execute(funnel_touches.insert(), touch_rows)
+
+
+async def backfill_persons(session: AsyncSession, funnel: ActiveFunnel, limit: int) -> list[str]:
+    """The next persons of the funnel's project past its backfill cursor."""
+    stmt = (
+        select(events.c.person_id)
+        .where(events.c.project_id == funnel.project_id)
+        .distinct()
+        .order_by(events.c.person_id)
+        .limit(limit)
+    )
+    if funnel.backfill_cursor is not None:
+        stmt = stmt.where(events.c.person_id > funnel.backfill_cursor)
+    return list((await session.scalars(stmt)).all())
+
+
+async def advance_backfill(
+    session: AsyncSession, funnel_id: str, cursor: str | None, persons: int, done: bool
+) -> None:
+    await session.execute(
+        update(funnels)
+        .where(funnels.c.id == funnel_id)
+        .values(
+            backfill_cursor=cursor,
+            backfill_done=done,
+            backfill_persons=funnels.c.backfill_persons + persons,
+        )
+    )
+
+
+async def load_offsets(
+    session: AsyncSession, group_id: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    wanted = set(partitions)
+    stmt = select(
+        consumer_offsets.c.topic, consumer_offsets.c.partition, consumer_offsets.c.next_offset
+    ).where(consumer_offsets.c.group_id == group_id)
+    return {
+        (r.topic, r.partition): r.next_offset
+        for r in await session.execute(stmt)
+        if (r.topic, r.partition) in wanted
+    }
+
+
+class StaleOffsets(Exception):
+    """Another consumer moved a partition's stored offset: this batch must not commit."""
+
+
+async def advance_offsets(
+    session: AsyncSession,
+    group_id: str,
+    moves: Mapping[tuple[str, int], tuple[int | None, int]],
+) -> None:
+    """Compare-and-set each partition's next offset from ``expected`` to ``new``.
+
+    A consumer that lost its partitions (a zombie after a long pause) fails here instead of
+    applying records that the partition's new owner applies too.
+    """
+    stamp = now_us()
+    for (topic, partition), (expected, new) in sorted(moves.items()):
+        key = and_(
+            consumer_offsets.c.group_id == group_id,
+            consumer_offsets.c.topic == topic,
+            consumer_offsets.c.partition == partition,
+        )
+        if expected is None:
+            stmt = (
+                _insert(session, consumer_offsets)
+                .values(
+                    group_id=group_id,
+                    topic=topic,
+                    partition=partition,
+                    next_offset=new,
+                    updated_at_us=stamp,
+                )
+                .on_conflict_do_nothing()
+            )
+        else:
+            stmt = (
+                update(consumer_offsets)
+                .where(key, consumer_offsets.c.next_offset == expected)
+                .values(next_offset=new, updated_at_us=stamp)
+            )
+        result: Any = await session.execute(stmt)
+        if result.rowcount != 1:
+            raise StaleOffsets(f"{topic}[{partition}] moved past {expected}")
+
+
+async def dead_letter(
+    session: AsyncSession,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    payload: bytes | None,
+    reason: str,
+) -> None:
+    await session.execute(
+        dead_letters.insert().values(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            payload=payload,
+            reason=reason[:2000],
+            created_at_us=now_us(),
+        )
+    )

@@ -1,0 +1,91 @@
+"""The aggregator process: poll, apply each batch in one transaction, backfill when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from prometheus_client import start_http_server
+
+from services.aggregator import metrics
+from services.aggregator.processor import Processor
+from services.aggregator.repository import StaleOffsets
+from services.aggregator.settings import AggregatorSettings
+from services.aggregator.source import KafkaSource, Partition, Source
+from shared.db import create_engine, sessionmaker
+from shared.events import EVENTS_TOPIC
+from shared.keys import now_us
+
+log = logging.getLogger(__name__)
+DAY_US = 86_400 * 1_000_000
+
+
+def retention_horizon(retention_days: int) -> int:
+    """Events before this instant (µs) are expired: midnight UTC, ``retention_days`` ago."""
+    return (now_us() // DAY_US - retention_days) * DAY_US
+
+
+async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
+    engine = create_engine(settings.database_url)
+    processor = Processor(
+        sessionmaker(engine),
+        settings.group_id,
+        lambda: retention_horizon(settings.retention_days),
+    )
+    loop = asyncio.get_running_loop()
+
+    def load(partitions: list[Partition]) -> dict[Partition, int]:
+        # Called inside poll() on the polling thread while the event loop waits for it.
+        return asyncio.run_coroutine_threadsafe(processor.load_offsets(partitions), loop).result()
+
+    source = await asyncio.to_thread(
+        KafkaSource,
+        settings.kafka_bootstrap_servers,
+        settings.group_id,
+        [EVENTS_TOPIC],
+        load,
+        max_poll_records=settings.max_poll_records,
+        poll_timeout_ms=settings.poll_timeout_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+    )
+    log.info("aggregator consuming %s as group %s", EVENTS_TOPIC, settings.group_id)
+    try:
+        await consume(processor, source, settings, stop)
+    finally:
+        await asyncio.to_thread(source.close)
+        await engine.dispose()
+
+
+async def consume(
+    processor: Processor, source: Source, settings: AggregatorSettings, stop: asyncio.Event
+) -> None:
+    lag_due = 0.0
+    while not stop.is_set():
+        records = await asyncio.to_thread(source.poll)
+        if records:
+            try:
+                committed = await processor.apply(records, source.expected())
+            except StaleOffsets as exc:
+                log.warning("partition moved to another consumer (%s); re-seeking", exc)
+                await asyncio.to_thread(source.reseek)
+                continue
+            await asyncio.to_thread(source.committed, committed)
+            _observe_age(records[-1].timestamp_ms, records[-1].partition)
+        elif not await processor.backfill_step(settings.backfill_persons_per_batch):
+            await asyncio.sleep(0)
+        if time.monotonic() >= lag_due:
+            lag_due = time.monotonic() + 5
+            for (_, partition), lag in (await asyncio.to_thread(source.lag)).items():
+                metrics.LAG_RECORDS.labels(str(partition)).set(lag)
+
+
+def _observe_age(timestamp_ms: int, partition: int) -> None:
+    if timestamp_ms > 0:
+        age = max(time.time() - timestamp_ms / 1000, 0.0)
+        metrics.LAG_SECONDS.labels(str(partition)).set(age)
+
+
+def serve_metrics(settings: AggregatorSettings) -> None:
+    start_http_server(settings.metrics_port, addr=settings.host)

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+
+
+class AggregatorSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="AGGREGATOR_", extra="ignore")
+
+    group_id: str = "funnel-aggregator"
+    host: str = "127.0.0.1"
+    metrics_port: int = 8002
+    max_poll_records: int = 2000
+    poll_timeout_ms: int = 500
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 2_000
+    backfill_persons_per_batch: int = 500
+    retention_days: int = 400

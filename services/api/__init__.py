@@ -1,0 +1,1 @@
+"""Query API: funnels as resources, reports, planning; Prometheus gauges."""

@@ -1,0 +1,55 @@
+"""The query API: funnels as resources and their reports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import make_asgi_app
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.api import funnels_routes
+from services.api.settings import ApiSettings
+from shared.db import create_engine, sessionmaker
+
+
+@dataclass
+class ApiState:
+    settings: ApiSettings
+    sessions: async_sessionmaker[AsyncSession]
+
+
+def create_app(
+    settings: ApiSettings, *, sessions: async_sessionmaker[AsyncSession] | None = None
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = None
+        makers = sessions
+        if makers is None:
+            engine = create_engine(settings.database_url)
+            makers = sessionmaker(engine)
+        app.state.api = ApiState(settings, makers)
+        try:
+            yield
+        finally:
+            if engine is not None:
+                await engine.dispose()
+
+    app = FastAPI(
+        title="Funnel Tracker API",
+        version="1",
+        lifespan=lifespan,
+        description="Funnels as resources, reports, trends, forecasts and plans.",
+    )
+    app.mount("/metrics", make_asgi_app())
+    app.include_router(funnels_routes.router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,197 @@
+"""Routes for /v1/funnels: create, read, change, delete, and the report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+
+from services.api import repository
+from services.api.auth import Admin, Reader
+from services.api.report import Breakdown, FunnelReport, Window, funnel_report
+from services.api.schemas import FunnelIn, FunnelPatch
+from shared.events import format_time, from_micros, to_micros
+from shared.funnel import definition_from_doc
+from shared.keys import now_us
+
+router = APIRouter(prefix="/v1/funnels", tags=["funnels"])
+# Fields whose change alters counting, so stored progress must be recomputed.
+COUNTING_FIELDS = ("steps", "window_seconds", "order", "exclusions", "breakdowns", "value_property")
+
+
+def _sessions(request: Request) -> Any:
+    return request.app.state.api.sessions
+
+
+def _view(row: repository.FunnelRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        **row.definition,
+        "version": row.version,
+        "created_at": format_time(from_micros(row.created_at_us)),
+        "updated_at": format_time(from_micros(row.updated_at_us)),
+        "backfill": {"done": row.backfill_done, "persons": row.backfill_persons},
+    }
+
+
+async def _require(request: Request, project_id: str, funnel_id: str) -> repository.FunnelRow:
+    async with _sessions(request)() as session:
+        row = await repository.get_funnel(session, project_id, funnel_id)
+    if row is None:
+        raise HTTPException(404, f"funnel_id: no funnel {funnel_id!r} in this project")
+    return row
+
+
+@router.post("", status_code=201)
+async def create_funnel(body: FunnelIn, request: Request, grant: Admin) -> dict[str, Any]:
+    """Define a funnel; its history is backfilled from stored events."""
+    async with _sessions(request).begin() as session:
+        funnel_id = await repository.create_funnel(session, grant.project_id, body.model_dump())
+    return _view(await _require(request, grant.project_id, funnel_id))
+
+
+@router.get("")
+async def list_funnels(request: Request, grant: Reader) -> dict[str, Any]:
+    async with _sessions(request)() as session:
+        rows = await repository.list_funnels(session, grant.project_id)
+    return {"funnels": [_view(r) for r in rows]}
+
+
+@router.get("/{funnel_id}")
+async def get_funnel(funnel_id: str, request: Request, grant: Reader) -> dict[str, Any]:
+    return _view(await _require(request, grant.project_id, funnel_id))
+
+
+@router.put("/{funnel_id}")
+async def replace_funnel(
+    funnel_id: str, body: FunnelIn, request: Request, grant: Admin
+) -> dict[str, Any]:
+    return await _change(request, grant.project_id, funnel_id, body.model_dump())
+
+
+@router.patch("/{funnel_id}")
+async def patch_funnel(
+    funnel_id: str, body: FunnelPatch, request: Request, grant: Admin
+) -> dict[str, Any]:
+    current = await _require(request, grant.project_id, funnel_id)
+    merged = {**current.definition, **body.model_dump(exclude_unset=True)}
+    try:
+        definition = FunnelIn.model_validate(merged).model_dump()
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return await _change(request, grant.project_id, funnel_id, definition)
+
+
+async def _change(
+    request: Request, project_id: str, funnel_id: str, definition: dict[str, Any]
+) -> dict[str, Any]:
+    current = await _require(request, project_id, funnel_id)
+    recount = any(current.definition.get(f) != definition.get(f) for f in COUNTING_FIELDS)
+    async with _sessions(request).begin() as session:
+        if recount:
+            await repository.redefine_funnel(session, funnel_id, definition)
+        else:
+            await repository.rename_funnel(session, funnel_id, definition)
+    return _view(await _require(request, project_id, funnel_id))
+
+
+@router.delete("/{funnel_id}", status_code=204)
+async def delete_funnel(funnel_id: str, request: Request, grant: Admin) -> Response:
+    await _require(request, grant.project_id, funnel_id)
+    async with _sessions(request).begin() as session:
+        await repository.delete_funnel(session, funnel_id)
+    return Response(status_code=204)
+
+
+def parse_instant(name: str, text: str | None, default: datetime) -> datetime:
+    """RFC 3339 (with offset) or a plain date (midnight UTC)."""
+    if text is None:
+        return default
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise HTTPException(400, f"{name}: not an RFC 3339 time or a YYYY-MM-DD date") from exc
+    if parsed.tzinfo is None:
+        raise HTTPException(400, f"{name}: needs a UTC offset, for example 2026-11-22T00:00:00Z")
+    return parsed.astimezone(UTC)
+
+
+@router.get("/{funnel_id}/report")
+async def report(
+    funnel_id: str,
+    request: Request,
+    grant: Reader,
+    from_: Annotated[str | None, Query(alias="from", description="Entries from (incl.)")] = None,
+    to: Annotated[str | None, Query(description="Entries until (excl.); default now")] = None,
+    count: Literal["uniques", "totals"] | None = None,
+    breakdown: Annotated[str | None, Query(max_length=200)] = None,
+    attribution: Literal["first_touch", "last_touch", "step"] = "first_touch",
+    step: Annotated[int, Query(ge=1, le=32)] = 1,
+) -> dict[str, Any]:
+    """Persons per step, conversion, drop-off, in progress and time between steps."""
+    row = await _require(request, grant.project_id, funnel_id)
+    settings = request.app.state.api.settings
+    now = datetime.now(UTC)
+    end = parse_instant("to", to, now)
+    start = parse_instant("from", from_, end - timedelta(days=settings.default_range_days))
+    if start > end:
+        raise HTTPException(400, "from: must not be after to")
+    definition = definition_from_doc(row.definition)
+    chosen = None
+    if breakdown is not None:
+        if breakdown not in definition.breakdowns and attribution != "step":
+            raise HTTPException(
+                400, f"breakdown: {breakdown!r} is not among the funnel's breakdowns"
+            )
+        if attribution == "step" and breakdown not in definition.tracked_properties:
+            raise HTTPException(400, f"breakdown: {breakdown!r} is not tracked by the funnel")
+        if step > len(definition.steps):
+            raise HTTPException(400, f"step: the funnel has {len(definition.steps)} steps")
+        chosen = Breakdown(breakdown, attribution, step, settings.breakdown_limit)
+    window = Window(to_micros(start), to_micros(end), now_us())
+    async with _sessions(request)() as session:
+        entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
+        touches = (
+            await repository.touches_in_range(session, funnel_id, window.start, window.end)
+            if chosen and attribution != "step"
+            else None
+        )
+        persons = (
+            None
+            if row.backfill_done
+            else await repository.project_persons(session, grant.project_id)
+        )
+    mode = count or row.definition.get("count", "uniques")
+    result = funnel_report(definition, entries, window, mode, chosen, touches)
+    return {
+        "funnel": {"id": row.id, "name": row.name},
+        "from": format_time(start),
+        "to": format_time(end),
+        "count": mode,
+        "backfill": {
+            "done": row.backfill_done,
+            "persons_done": row.backfill_persons,
+            "persons_total": persons,
+        },
+        **_report_body(result, chosen),
+    }
+
+
+def _report_body(result: FunnelReport, chosen: Breakdown | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"steps": [asdict(s) for s in result.steps]}
+    first, last = result.steps[0].persons, result.steps[-1].persons
+    body["overall_conversion"] = last / first if first else None
+    if chosen is not None:
+        body["breakdown"] = {
+            "property": chosen.property,
+            "attribution": chosen.attribution,
+            "step": chosen.step if chosen.attribution == "step" else None,
+            "groups": [
+                {"value": g.value, "steps": [asdict(s) for s in g.steps]} for g in result.groups
+            ],
+        }
+    return body

@@ -1,0 +1,208 @@
+"""Funnel reports computed from stored entries: pure functions, no I/O.
+
+Counting (BRIEF section 2): with ``uniques`` a person counts once, at the furthest step reached
+by any of their entries in the range, along the path of the furthest-reaching clean entry (the
+most recent on a tie); a person whose furthest entry is disqualified, with no clean entry as
+far, is not counted. With ``totals`` every clean entry counts.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.funnel import US, CountMode, Entry, FunnelDefinition, Touch, as_number
+
+Attribution = Literal["first_touch", "last_touch", "step"]
+OTHER = "(other)"
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    property: str
+    attribution: Attribution = "first_touch"
+    step: int = 1  # 1-based, used with attribution "step"
+    limit: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The entries' range [start, end) and the instant the report is made, all in µs."""
+
+    start: int
+    end: int
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    median_s: float
+    p90_s: float
+    mean_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    step: int
+    name: str
+    persons: int
+    conversion_from_previous: float | None
+    conversion_from_start: float | None
+    dropped: int
+    in_progress: int
+    drop_off_rate: float | None
+    time_from_previous: Timing | None
+    value_sum: float | None
+    value_average: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupReport:
+    value: str | None
+    steps: tuple[StepReport, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelReport:
+    steps: tuple[StepReport, ...]
+    groups: tuple[GroupReport, ...] = ()
+
+
+Counted = tuple[str, Entry]
+
+
+def counted_entries(
+    entries_by_person: Mapping[str, Sequence[Entry]], count: CountMode
+) -> list[Counted]:
+    """The entries a report counts: one per person (uniques) or every clean entry (totals)."""
+    counted: list[Counted] = []
+    for person, entries in entries_by_person.items():
+        clean = [e for e in entries if not e.disqualified]
+        if count == "totals":
+            counted.extend((person, e) for e in clean)
+            continue
+        if not clean:
+            continue
+        best = max(clean, key=lambda e: (e.reached, e.t0, e.step_times))
+        if best.reached >= max(e.reached for e in entries):
+            counted.append((person, best))
+    return counted
+
+
+def step_reports(
+    definition: FunnelDefinition, counted: Sequence[Counted], now: int
+) -> tuple[StepReport, ...]:
+    n = len(definition.steps)
+    reached = [0] * n
+    stopped_open = [0] * n
+    for _, entry in counted:
+        for k in range(entry.reached):
+            reached[k] += 1
+        if entry.reached < n and now < entry.t0 + definition.window_us:
+            stopped_open[entry.reached - 1] += 1
+    reports = []
+    for k, step in enumerate(definition.steps):
+        stopped = reached[k] - (reached[k + 1] if k + 1 < n else reached[k])
+        dropped = stopped - stopped_open[k]
+        values = _step_values(definition, counted, k)
+        reports.append(
+            StepReport(
+                step=k + 1,
+                name=step.name,
+                persons=reached[k],
+                conversion_from_previous=_ratio(reached[k], reached[k - 1])
+                if k
+                else _ratio(reached[0], reached[0]),
+                conversion_from_start=_ratio(reached[k], reached[0]),
+                dropped=dropped,
+                in_progress=stopped_open[k],
+                drop_off_rate=_ratio(dropped, reached[k]) if k + 1 < n else None,
+                time_from_previous=_timing(counted, k) if k else None,
+                value_sum=sum(values) if values else None,
+                value_average=statistics.fmean(values) if values else None,
+            )
+        )
+    return tuple(reports)
+
+
+def funnel_report(
+    definition: FunnelDefinition,
+    entries_by_person: Mapping[str, Sequence[Entry]],
+    window: Window,
+    count: CountMode = "uniques",
+    breakdown: Breakdown | None = None,
+    touches_by_person: Mapping[str, Sequence[Touch]] | None = None,
+) -> FunnelReport:
+    counted = counted_entries(entries_by_person, count)
+    steps = step_reports(definition, counted, window.now)
+    if breakdown is None:
+        return FunnelReport(steps)
+    groups: dict[str | None, list[Counted]] = defaultdict(list)
+    for person, entry in counted:
+        touches = (touches_by_person or {}).get(person, ())
+        groups[attribute(breakdown, entry, touches, window)].append((person, entry))
+    return FunnelReport(steps, _grouped(definition, groups, breakdown.limit, window.now))
+
+
+def attribute(
+    breakdown: Breakdown, entry: Entry, touches: Sequence[Touch], window: Window
+) -> str | None:
+    """The breakdown value a counted entry is grouped under (``None``: missing)."""
+    if breakdown.attribution == "step":
+        values = entry.step_values.get(breakdown.property, ())
+        return values[breakdown.step - 1] if breakdown.step <= len(values) else None
+    in_range = sorted(
+        (t.ts, t.seq, t.values.get(breakdown.property))
+        for t in touches
+        if window.start <= t.ts < window.end and t.values.get(breakdown.property) is not None
+    )
+    if not in_range:
+        return None
+    return in_range[0][2] if breakdown.attribution == "first_touch" else in_range[-1][2]
+
+
+def _grouped(
+    definition: FunnelDefinition,
+    groups: Mapping[str | None, list[Counted]],
+    limit: int,
+    now: int,
+) -> tuple[GroupReport, ...]:
+    def size(key: str | None) -> tuple[int, str]:
+        return (-len({p for p, _ in groups[key]}), "" if key is None else key)
+
+    named = sorted((k for k in groups if k is not None), key=size)
+    top, rest = named[:limit], named[limit:]
+    result = [GroupReport(k, step_reports(definition, groups[k], now)) for k in top]
+    if rest:
+        merged = [c for k in rest for c in groups[k]]
+        result.append(GroupReport(OTHER, step_reports(definition, merged, now)))
+    if None in groups:
+        result.append(GroupReport(None, step_reports(definition, groups[None], now)))
+    return tuple(result)
+
+
+def _step_values(definition: FunnelDefinition, counted: Sequence[Counted], k: int) -> list[float]:
+    prop = definition.value_property
+    if prop is None:
+        return []
+    numbers = (as_number(e.step_values.get(prop, ())[k]) for _, e in counted if e.reached > k)
+    return [x for x in numbers if x is not None]
+
+
+def _timing(counted: Sequence[Counted], k: int) -> Timing | None:
+    durations = [(e.step_times[k] - e.step_times[k - 1]) / US for _, e in counted if e.reached > k]
+    if not durations:
+        return None
+    p90 = (
+        statistics.quantiles(durations, n=10, method="inclusive")[8]
+        if len(durations) > 1
+        else durations[0]
+    )
+    return Timing(statistics.median(durations), p90, statistics.fmean(durations))
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None

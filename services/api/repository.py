@@ -1,0 +1,158 @@
+"""The API's SQL: funnels as resources and the stored entries reports read."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.funnel import Entry, Touch
+from shared.keys import now_us
+from shared.tables import events, funnel_entries, funnel_touches, funnels
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelRow:
+    id: str
+    project_id: str
+    name: str
+    definition: dict[str, Any]
+    version: int
+    created_at_us: int
+    updated_at_us: int
+    backfill_done: bool
+    backfill_persons: int
+
+
+_COLUMNS = (
+    funnels.c.id,
+    funnels.c.project_id,
+    funnels.c.name,
+    funnels.c.definition,
+    funnels.c.version,
+    funnels.c.created_at_us,
+    funnels.c.updated_at_us,
+    funnels.c.backfill_done,
+    funnels.c.backfill_persons,
+)
+
+
+async def create_funnel(session: AsyncSession, project_id: str, definition: dict[str, Any]) -> str:
+    funnel_id = str(uuid.uuid4())
+    stamp = now_us()
+    await session.execute(
+        funnels.insert().values(
+            id=funnel_id,
+            project_id=project_id,
+            name=definition["name"],
+            definition=definition,
+            version=1,
+            created_at_us=stamp,
+            updated_at_us=stamp,
+            backfill_cursor=None,
+            backfill_done=False,
+            backfill_persons=0,
+        )
+    )
+    return funnel_id
+
+
+async def get_funnel(session: AsyncSession, project_id: str, funnel_id: str) -> FunnelRow | None:
+    row = (
+        await session.execute(
+            select(*_COLUMNS).where(funnels.c.id == funnel_id, funnels.c.project_id == project_id)
+        )
+    ).first()
+    return FunnelRow(*row) if row else None
+
+
+async def list_funnels(session: AsyncSession, project_id: str) -> list[FunnelRow]:
+    stmt = select(*_COLUMNS).where(funnels.c.project_id == project_id).order_by(funnels.c.name)
+    return [FunnelRow(*r) for r in await session.execute(stmt)]
+
+
+async def redefine_funnel(
+    session: AsyncSession, funnel_id: str, definition: dict[str, Any]
+) -> None:
+    """Store a new definition and restart the backfill: stored progress is of the old one."""
+    await session.execute(delete(funnel_entries).where(funnel_entries.c.funnel_id == funnel_id))
+    await session.execute(delete(funnel_touches).where(funnel_touches.c.funnel_id == funnel_id))
+    await session.execute(
+        update(funnels)
+        .where(funnels.c.id == funnel_id)
+        .values(
+            name=definition["name"],
+            definition=definition,
+            version=funnels.c.version + 1,
+            updated_at_us=now_us(),
+            backfill_cursor=None,
+            backfill_done=False,
+            backfill_persons=0,
+        )
+    )
+
+
+async def rename_funnel(session: AsyncSession, funnel_id: str, definition: dict[str, Any]) -> None:
+    """A change that does not affect counting (name, default count mode): no recompute."""
+    await session.execute(
+        update(funnels)
+        .where(funnels.c.id == funnel_id)
+        .values(name=definition["name"], definition=definition, updated_at_us=now_us())
+    )
+
+
+async def delete_funnel(session: AsyncSession, funnel_id: str) -> None:
+    await session.execute(delete(funnel_entries).where(funnel_entries.c.funnel_id == funnel_id))
+    await session.execute(delete(funnel_touches).where(funnel_touches.c.funnel_id == funnel_id))
+    await session.execute(delete(funnels).where(funnels.c.id == funnel_id))
+
+
+async def project_persons(session: AsyncSession, project_id: str) -> int:
+    stmt = select(func.count(func.distinct(events.c.person_id))).where(
+        events.c.project_id == project_id
+    )
+    return int(await session.scalar(stmt) or 0)
+
+
+async def entries_in_range(
+    session: AsyncSession, funnel_id: str, start_us: int, end_us: int
+) -> dict[str, list[Entry]]:
+    stmt = select(
+        funnel_entries.c.person_id,
+        funnel_entries.c.t0_us,
+        funnel_entries.c.step_times,
+        funnel_entries.c.disqualified,
+        funnel_entries.c.step_values,
+    ).where(
+        funnel_entries.c.funnel_id == funnel_id,
+        funnel_entries.c.t0_us >= start_us,
+        funnel_entries.c.t0_us < end_us,
+    )
+    found: dict[str, list[Entry]] = defaultdict(list)
+    for r in await session.execute(stmt):
+        values = {k: tuple(v) for k, v in r.step_values.items()}
+        found[r.person_id].append(Entry(r.t0_us, tuple(r.step_times), r.disqualified, values))
+    return found
+
+
+async def touches_in_range(
+    session: AsyncSession, funnel_id: str, start_us: int, end_us: int
+) -> dict[str, list[Touch]]:
+    stmt = select(
+        funnel_touches.c.person_id,
+        funnel_touches.c.ts_us,
+        funnel_touches.c.seq,
+        funnel_touches.c["values"],
+    ).where(
+        funnel_touches.c.funnel_id == funnel_id,
+        funnel_touches.c.ts_us >= start_us,
+        funnel_touches.c.ts_us < end_us,
+    )
+    found: dict[str, list[Touch]] = defaultdict(list)
+    for person, ts, seq, values in await session.execute(stmt):
+        found[person].append(Touch(ts, seq, values))
+    return found

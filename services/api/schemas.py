@@ -1,0 +1,92 @@
+"""Request and response shapes of the query API (validation errors name the field)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.funnel import (
+    DEFAULT_WINDOW_S,
+    MAX_STEPS,
+    MAX_WINDOW_S,
+    MIN_STEPS,
+    MIN_WINDOW_S,
+)
+
+Operator = Literal["eq", "neq", "in", "contains", "gt", "gte", "lt", "lte", "is_set", "not_set"]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Rate = Annotated[float, Field(ge=0, le=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConditionIn(Strict):
+    property: Annotated[str, Field(min_length=1, max_length=200)]
+    op: Operator = "eq"
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _value_fits(self) -> ConditionIn:
+        if self.op == "in" and not isinstance(self.value, list):
+            raise ValueError("value: must be a list with op 'in'")
+        if self.op not in ("is_set", "not_set", "in") and self.value is None:
+            raise ValueError(f"value: required with op '{self.op}'")
+        return self
+
+
+class StepIn(Strict):
+    event: Name | None = Field(None, description="Event name; null matches any event.")
+    where: list[ConditionIn] = Field(default_factory=list, max_length=20)
+    name: Name | None = None
+    target_rate: Rate | None = None
+    win_probability: Rate | None = None
+
+
+class ExclusionIn(Strict):
+    event: Name
+    where: list[ConditionIn] = Field(default_factory=list, max_length=20)
+    from_step: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 1
+    to_step: Annotated[int, Field(ge=2, le=MAX_STEPS)] | None = None
+
+
+class FunnelIn(Strict):
+    """A funnel definition; changing it recomputes the funnel from stored history."""
+
+    name: Name
+    steps: Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)]
+    window_seconds: Annotated[int, Field(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] = DEFAULT_WINDOW_S
+    order: Literal["ordered", "strict", "any"] = "ordered"
+    count: Literal["uniques", "totals"] = "uniques"
+    exclusions: list[ExclusionIn] = Field(default_factory=list, max_length=10)
+    breakdowns: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=10
+    )
+    value_property: Name | None = None
+
+    @model_validator(mode="after")
+    def _exclusions_fit(self) -> FunnelIn:
+        n = len(self.steps)
+        for i, x in enumerate(self.exclusions):
+            to_step = x.to_step or n
+            if not x.from_step < to_step <= n:
+                raise ValueError(
+                    f"exclusions.{i}: need 1 <= from_step < to_step <= {n} (the step count)"
+                )
+            x.to_step = to_step
+        return self
+
+
+class FunnelPatch(Strict):
+    """Fields to change; the others keep their values."""
+
+    name: Name | None = None
+    steps: Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)] | None = None
+    window_seconds: Annotated[int, Field(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] | None = None
+    order: Literal["ordered", "strict", "any"] | None = None
+    count: Literal["uniques", "totals"] | None = None
+    exclusions: list[ExclusionIn] | None = None
+    breakdowns: list[str] | None = None
+    value_property: Name | None = None

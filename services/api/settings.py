@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+
+
+class ApiSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8003
+    default_range_days: int = 30
+    breakdown_limit: int = 10

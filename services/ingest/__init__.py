@@ -1,0 +1,1 @@
+"""Ingest: the HTTP tracking API that publishes accepted events to Kafka."""

@@ -1,0 +1,222 @@
+"""The ingest HTTP service: validate, publish to Kafka, answer 202 only once acknowledged."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+
+from services.ingest import metrics
+from services.ingest.keys import DatabaseKeyStore, KeyStore
+from services.ingest.publisher import KafkaPublisher, Overloaded, Publisher, Record, Unavailable
+from services.ingest.ratelimit import RateLimiter
+from services.ingest.settings import IngestSettings
+from services.ingest.validation import EventIn, Problem, canonicalize, validate
+from shared.db import create_engine, sessionmaker
+from shared.events import EVENTS_TOPIC, REJECTED_TOPIC, SCHEMA_HEADER, SCHEMA_VERSION, format_time
+
+
+class RequestError(Exception):
+    """A request-level refusal: status, message, optional headers."""
+
+    def __init__(self, status: int, message: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass
+class IngestState:
+    settings: IngestSettings
+    publisher: Publisher
+    keys: KeyStore
+    limiter: RateLimiter
+
+
+def create_app(
+    settings: IngestSettings,
+    *,
+    publisher: Publisher | None = None,
+    keys: KeyStore | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = None
+        key_store = keys
+        if key_store is None:
+            engine = create_engine(settings.database_url)
+            key_store = DatabaseKeyStore(sessionmaker(engine), settings.key_cache_s)
+        pub = publisher or KafkaPublisher(
+            settings.kafka_bootstrap_servers, settings.produce_timeout_s
+        )
+        app.state.ingest = IngestState(
+            settings, pub, key_store, RateLimiter(settings.rate_limit_per_key)
+        )
+        try:
+            yield
+        finally:
+            await pub.close()
+            if engine is not None:
+                await engine.dispose()
+
+    app = FastAPI(title="Funnel Tracker ingest", version="1", lifespan=lifespan)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+        allow_methods=["POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+    )
+    app.mount("/metrics", make_asgi_app())
+
+    @app.exception_handler(RequestError)
+    async def _refused(_request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, exc.status, headers=exc.headers)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/events", status_code=202)
+    async def post_events(request: Request) -> JSONResponse:
+        """One event, or ``{"batch": [...]}``; answered 202 once Kafka acknowledged them."""
+        state: IngestState = request.app.state.ingest
+        with metrics.IN_FLIGHT.track_inprogress(), metrics.REQUEST_SECONDS.labels("events").time():
+            body = await read_json(request, state.settings.max_body_bytes)
+            project = await authenticate(state, request, body)
+            batch = body.get("batch") if isinstance(body, dict) and "batch" in body else [body]
+            if not isinstance(batch, list):
+                raise RequestError(400, [Problem(0, "batch", "must be a list").as_dict()])
+            return await accept(state, project, batch)
+
+    return app
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON: ``application/json`` or ``text/plain`` (what sendBeacon sends)."""
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media not in ("application/json", "text/plain", ""):
+        raise RequestError(
+            415, f"content-type: {media} is not accepted; send application/json or text/plain"
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body: larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"body: larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(400, f"body: malformed JSON ({exc})") from exc
+
+
+def presented_key(request: Request, body: Any) -> str | None:
+    """Write key from HTTP basic (user name), a bearer token, or ``writeKey`` in the body."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value, validate=True).decode().partition(":")[0] or None
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if isinstance(body, dict) and isinstance(body.get("writeKey"), str):
+        return str(body["writeKey"]) or None
+    return None
+
+
+async def authenticate(state: IngestState, request: Request, body: Any) -> str:
+    key = presented_key(request, body)
+    if key is None:
+        raise RequestError(401, "authorization: a write key is required", _challenge())
+    project = await state.keys.project_for(key)
+    if project is None:
+        raise RequestError(401, "authorization: unknown or revoked write key", _challenge())
+    return project
+
+
+def _challenge() -> dict[str, str]:
+    return {"WWW-Authenticate": 'Basic realm="funnel-ingest"'}
+
+
+async def accept(state: IngestState, project: str, batch: Sequence[Any]) -> JSONResponse:
+    settings = state.settings
+    if len(batch) > settings.max_batch_events:
+        raise RequestError(413, f"batch: more than {settings.max_batch_events} events")
+    wait = state.limiter.retry_after(project, len(batch))
+    if wait:
+        _count("overloaded", "rate_limited", len(batch))
+        raise RequestError(429, "rate limit exceeded", {"Retry-After": str(math.ceil(wait))})
+    received = datetime.now(UTC)
+    good: list[EventIn] = []
+    problems: list[Problem] = []
+    rejected: list[Record] = []
+    for index, raw in enumerate(batch):
+        event, found = validate(raw, index, max_properties_bytes=settings.max_properties_bytes)
+        if event is None:
+            problems.extend(found)
+            rejected.append(_rejected_record(project, raw, found, received))
+        else:
+            good.append(event)
+    canonical = [canonicalize(e, project, received) for e in good]
+    records = [
+        Record(EVENTS_TOPIC, c.key, c.to_json(), ((SCHEMA_HEADER, str(SCHEMA_VERSION).encode()),))
+        for c in canonical
+    ]
+    await _publish(state, records + rejected, len(canonical))
+    _count("rejected", "invalid", len(rejected))
+    if not canonical:
+        return JSONResponse({"detail": [p.as_dict() for p in problems]}, 400)
+    body = {
+        "accepted": len(canonical),
+        "event_ids": [c.event_id for c in canonical],
+        "rejected": [p.as_dict() for p in problems],
+    }
+    return JSONResponse(body, 202)
+
+
+async def _publish(state: IngestState, records: list[Record], accepted: int) -> None:
+    started = time.perf_counter()
+    try:
+        await state.publisher.publish(records)
+    except Unavailable as exc:
+        _count("unavailable", "broker", len(records))
+        raise RequestError(503, f"broker: {exc}; retry later", {"Retry-After": "5"}) from exc
+    except Overloaded as exc:
+        _count("overloaded", "buffer_full", len(records))
+        raise RequestError(429, f"producer: {exc}; retry later", {"Retry-After": "1"}) from exc
+    metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
+    _count("accepted", "", accepted)
+
+
+def _count(outcome: str, reason: str, n: int) -> None:
+    if n:
+        metrics.EVENTS.labels(outcome, reason).inc(n)
+
+
+def _rejected_record(
+    project: str, raw: Any, problems: Sequence[Problem], received: datetime
+) -> Record:
+    doc = {
+        "project_id": project,
+        "received_at": format_time(received),
+        "errors": [p.as_dict() for p in problems],
+        "event": raw,
+    }
+    value = json.dumps(doc, separators=(",", ":"), default=str).encode()
+    return Record(REJECTED_TOPIC, project.encode(), value)

@@ -1,0 +1,19 @@
+"""Every metric ingest exports."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "funnel_ingest_events_total",
+    "Events received, by outcome (accepted, rejected, unavailable, overloaded) and reason.",
+    ["outcome", "reason"],
+)
+REQUEST_SECONDS = Histogram(
+    "funnel_ingest_request_duration_seconds", "Time to answer an ingest request.", ["route"]
+)
+PRODUCE_SECONDS = Histogram(
+    "funnel_ingest_produce_duration_seconds",
+    "Time from handing a request's records to the producer to the broker's acknowledgement.",
+)
+IN_FLIGHT = Gauge("funnel_ingest_requests_in_flight", "Ingest requests being handled.")

@@ -1,0 +1,126 @@
+"""Validation of incoming events into canonical events, with errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from uuid_utils.compat import uuid7
+
+from shared.events import CanonicalEvent
+
+FUTURE_LIMIT = timedelta(hours=24)
+MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _instant(value: Any) -> Any:
+    """RFC 3339 with an offset, or epoch milliseconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 string or epoch milliseconds")
+    if isinstance(value, int | float):
+        try:
+            ts = datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError("epoch milliseconds out of range") from exc
+    elif isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError("must be RFC 3339, for example 2026-11-22T10:00:00Z") from exc
+        if ts.tzinfo is None:
+            raise ValueError("needs a UTC offset, for example 2026-11-22T10:00:00Z")
+    else:
+        raise ValueError("must be an RFC 3339 string or epoch milliseconds")
+    if not MIN_TIME <= ts < MAX_TIME:
+        raise ValueError("must lie between the years 2000 and 2200")
+    return ts.astimezone(UTC)
+
+
+Instant = Annotated[datetime | None, BeforeValidator(_instant)]
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class EventIn(BaseModel):
+    """One event as clients post it to ``/v1/events``."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    user_id: Id | None = None
+    anonymous_id: Id | None = None
+    event: Annotated[str, Field(min_length=1, max_length=200)]
+    timestamp: Instant = None
+    sent_at: Instant = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _has_person(self) -> EventIn:
+        if self.user_id is None and self.anonymous_id is None:
+            raise ValueError("user_id or anonymous_id is required")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why one event of a request was refused."""
+
+    index: int
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "reason": self.reason}
+
+
+def validate(
+    raw: Any, index: int, *, max_properties_bytes: int
+) -> tuple[EventIn | None, list[Problem]]:
+    if not isinstance(raw, dict):
+        return None, [Problem(index, "(event)", "must be a JSON object")]
+    try:
+        event = EventIn.model_validate(raw)
+    except ValidationError as exc:
+        return None, [_problem(index, e) for e in exc.errors(include_url=False)]
+    size = len(json.dumps(event.properties, separators=(",", ":"), default=str))
+    if size > max_properties_bytes:
+        reason = f"is {size} bytes serialized; at most {max_properties_bytes}"
+        return None, [Problem(index, "properties", reason)]
+    return event, []
+
+
+def _problem(index: int, error: Any) -> Problem:
+    loc = ".".join(str(part) for part in error["loc"]) or "(event)"
+    return Problem(index, loc, str(error["msg"]).removeprefix("Value error, "))
+
+
+def canonicalize(event: EventIn, project_id: str, received_at: datetime) -> CanonicalEvent:
+    """Apply defaults and clock-skew correction: ``received_at - (sent_at - timestamp)``."""
+    flags: list[str] = []
+    ts = event.timestamp or received_at
+    if event.timestamp is not None and event.sent_at is not None:
+        ts = received_at - (event.sent_at - event.timestamp)
+        flags.append("skew_corrected")
+    if ts > received_at + FUTURE_LIMIT:
+        ts = received_at
+        flags.append("future_timestamp_replaced")
+    return CanonicalEvent(
+        project_id=project_id,
+        event_id=event.event_id or str(uuid7()),
+        person_id=event.user_id or event.anonymous_id or "",
+        user_id=event.user_id,
+        anonymous_id=event.anonymous_id,
+        event=event.event,
+        timestamp=ts,
+        received_at=received_at,
+        sent_at=event.sent_at,
+        properties=event.properties,
+        context=event.context,
+        flags=tuple(flags),
+    )

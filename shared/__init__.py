@@ -1,0 +1,1 @@
+"""Contracts shared by the services: wire schema, tables, migrations, logging."""

@@ -1,0 +1,134 @@
+"""Table definitions: the database contract between the services (changed only by migrations).
+
+Instants are BIGINT microseconds since the Unix epoch (UTC): exact, ordered, and identical on
+SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+Serial = BigInteger().with_variant(Integer(), "sqlite")
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("scope", String(16), nullable=False),  # write | read | admin
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("revoked_at_us", BigInteger),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("event_id", String(128), primary_key=True),
+    Column("person_id", String(256), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("received_at_us", BigInteger, nullable=False),
+    Column("properties", JSON, nullable=False),
+    Column("context", JSON, nullable=False),
+    Index(None, "project_id", "person_id", "ts_us"),
+    Index(None, "ts_us"),
+)
+
+funnels = Table(
+    "funnels",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+    # Backfill of history for the current version: persons <= cursor are done.
+    Column("backfill_cursor", String(256)),
+    Column("backfill_done", Boolean, nullable=False),
+    Column("backfill_persons", Integer, nullable=False),
+    Index(None, "project_id"),
+)
+
+funnel_entries = Table(
+    "funnel_entries",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("funnel_id", String(36), ForeignKey("funnels.id", ondelete="CASCADE"), nullable=False),
+    Column("person_id", String(256), nullable=False),
+    Column("t0_us", BigInteger, nullable=False),
+    Column("reached", Integer, nullable=False),
+    Column("step_times", JSON, nullable=False),
+    Column("disqualified", Boolean, nullable=False),
+    Column("step_values", JSON, nullable=False),
+    Index(None, "funnel_id", "t0_us"),
+    Index(None, "funnel_id", "person_id"),
+)
+
+funnel_touches = Table(
+    "funnel_touches",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("funnel_id", String(36), ForeignKey("funnels.id", ondelete="CASCADE"), nullable=False),
+    Column("person_id", String(256), nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("values", JSON, nullable=False),
+    Index(None, "funnel_id", "ts_us"),
+    Index(None, "funnel_id", "person_id"),
+)
+
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("group_id", String(128), primary_key=True),
+    Column("topic", String(249), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("topic", String(249), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("key", LargeBinary),
+    Column("payload", LargeBinary),
+    Column("reason", Text, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+)
