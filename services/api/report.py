@@ -152,8 +152,7 @@ def attribute(
 ) -> str | None:
     """The breakdown value a counted entry is grouped under (``None``: missing)."""
     if breakdown.attribution == "step":
-        values = entry.step_values.get(breakdown.property, ())
-        return values[breakdown.step - 1] if breakdown.step <= len(values) else None
+        return _at(entry.step_values.get(breakdown.property, ()), breakdown.step - 1)
     in_range = sorted(
         (t.ts, t.seq, t.values.get(breakdown.property))
         for t in touches
@@ -188,8 +187,12 @@ def _step_values(definition: FunnelDefinition, counted: Sequence[Counted], k: in
     prop = definition.value_property
     if prop is None:
         return []
-    numbers = (as_number(e.step_values.get(prop, ())[k]) for _, e in counted if e.reached > k)
-    return [x for x in numbers if x is not None]
+    numbers = (_at(e.step_values.get(prop, ()), k) for _, e in counted if e.reached > k)
+    return [x for x in map(as_number, numbers) if x is not None]
+
+
+def _at(values: Sequence[str | None], k: int) -> str | None:
+    return values[k] if k < len(values) else None
 
 
 def _timing(counted: Sequence[Counted], k: int) -> Timing | None:

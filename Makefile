@@ -1,0 +1,49 @@
+# Funnel Tracker: `make run` starts the whole stack, `make test` runs every test.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install run test test-unit test-integration test-e2e lint format bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED) ## Create .venv and install the project with pinned dependencies
+
+run: install ## Run the whole stack: embedded broker, SQLite, ingest, aggregator, API
+	$(BIN)/funnel run
+
+test: lint test-unit test-integration test-e2e ## Run every test tier (lint, unit, integration, e2e)
+
+test-unit: install ## Pure logic and services against fakes
+	$(BIN)/pytest tests/unit
+
+test-integration: install ## Real SQLite and PostgreSQL
+	$(BIN)/pytest tests/integration
+
+test-e2e: install ## Real processes: broker, ingest, aggregator, API
+	$(BIN)/pytest tests/e2e
+
+lint: install ## ruff lint, ruff format check, mypy strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: install ## Format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install ## Benchmarks: ratios against a baseline measured in the same run
+	$(BIN)/python -m bench
+
+clean: ## Remove the venv and local data
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,75 @@
+"""Real databases for tests: a fresh SQLite file or a fresh PostgreSQL database, migrated."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+
+from shared.db import migrate
+
+PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("TEST_PG_USER", "postgres")
+
+
+def ensure_postgres_running() -> None:
+    """Start the local cluster with pg_ctlcluster when nothing listens on the port."""
+    try:
+        socket.create_connection((PG_HOST, PG_PORT), 1).close()
+        return
+    except OSError:
+        pass
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((PG_HOST, PG_PORT), 1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("PostgreSQL did not start")
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    import asyncio
+
+    ensure_postgres_running()
+    name = f"funnel_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def sqlite_database(folder: Path) -> Iterator[str]:
+    yield f"sqlite+aiosqlite:///{folder / 'funnel.db'}"
+
+
+@contextmanager
+def migrated(kind: str, folder: Path) -> Iterator[str]:
+    maker = postgres_database() if kind == "postgresql" else sqlite_database(folder)
+    with maker as url:
+        migrate(url)
+        yield url

@@ -1,0 +1,139 @@
+"""The aggregator's unit of work against real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from services.aggregator.processor import Processor
+from services.aggregator.repository import StaleOffsets
+from services.aggregator.source import SourceRecord
+from services.api import repository as api_repo
+from services.api.schemas import FunnelIn
+from shared.events import EVENTS_TOPIC
+from shared.keys import create_key
+from shared.tables import consumer_offsets, dead_letters, events, funnel_entries
+from tests.helpers import canonical, records
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+GROUP = "test-group"
+
+
+async def new_funnel(sessions, *steps, **options) -> str:
+    body = FunnelIn.model_validate(
+        {"name": "f", "steps": [{"event": s} for s in steps], **options}
+    ).model_dump()
+    async with sessions.begin() as session:
+        await create_key(session, "proj", "admin")
+        return await api_repo.create_funnel(session, "proj", body)
+
+
+async def reached(sessions, funnel_id) -> dict[str, list[int]]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(funnel_entries.c.person_id, funnel_entries.c.reached)
+            .where(funnel_entries.c.funnel_id == funnel_id)
+            .order_by(funnel_entries.c.person_id, funnel_entries.c.t0_us)
+        )
+        found: dict[str, list[int]] = {}
+        for person, n in rows:
+            found.setdefault(person, []).append(n)
+        return found
+
+
+@pytest.fixture
+def processor(sessions):
+    return Processor(sessions, GROUP, horizon_us=lambda: 0)
+
+
+async def finish_backfill(processor) -> None:
+    while await processor.backfill_step(100):
+        pass
+
+
+async def test_a_batch_commits_events_progress_and_offsets_together(sessions, processor):
+    funnel_id = await new_funnel(sessions, "a", "b")
+    await finish_backfill(processor)
+    batch = [canonical("p", "a", T0), canonical("p", "b", T0 + 5), canonical("q", "a", T0)]
+    moved = await processor.apply(records(batch), {})
+    assert moved == {(EVENTS_TOPIC, 0): 3}
+    assert await reached(sessions, funnel_id) == {"p": [2], "q": [1]}
+    async with sessions() as session:
+        assert await session.scalar(select(consumer_offsets.c.next_offset)) == 3
+
+
+async def test_redelivered_records_change_nothing(sessions, processor):
+    funnel_id = await new_funnel(sessions, "a", "b")
+    await finish_backfill(processor)
+    batch = [canonical("p", "a", T0), canonical("p", "b", T0 + 5)]
+    await processor.apply(records(batch), {})
+    # The same events published again (a producer retry) at later offsets.
+    await processor.apply(records(batch, first_offset=2), {(EVENTS_TOPIC, 0): 2})
+    assert await reached(sessions, funnel_id) == {"p": [2]}
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(events)) == 2
+
+
+async def test_a_consumer_with_stale_offsets_cannot_commit(sessions, processor):
+    funnel_id = await new_funnel(sessions, "a", "b")
+    await finish_backfill(processor)
+    await processor.apply(records([canonical("p", "a", T0)]), {})
+    with pytest.raises(StaleOffsets):
+        # This consumer believes the partition is still at 0: another one moved it.
+        await processor.apply(
+            records([canonical("q", "a", T0)], first_offset=0), {(EVENTS_TOPIC, 0): 0}
+        )
+    assert await reached(sessions, funnel_id) == {"p": [1]}
+
+
+async def test_a_late_event_recomputes_the_person(sessions, processor):
+    funnel_id = await new_funnel(sessions, "a", "b", "c", window_seconds=3600)
+    await finish_backfill(processor)
+    await processor.apply(records([canonical("p", "b", T0 + 10), canonical("p", "c", T0 + 20)]), {})
+    assert await reached(sessions, funnel_id) == {}
+    await processor.apply(
+        records([canonical("p", "a", T0)], first_offset=2), {(EVENTS_TOPIC, 0): 2}
+    )
+    assert await reached(sessions, funnel_id) == {"p": [3]}
+
+
+async def test_poison_records_go_to_dead_letters_and_the_batch_goes_on(sessions, processor):
+    funnel_id = await new_funnel(sessions, "a", "b")
+    await finish_backfill(processor)
+    poison = SourceRecord(EVENTS_TOPIC, 0, 0, b"k", b"not json", 0)
+    good = records([canonical("p", "a", T0)], first_offset=1)
+    assert await processor.apply([poison, *good], {}) == {(EVENTS_TOPIC, 0): 2}
+    async with sessions() as session:
+        [(offset, reason)] = (
+            await session.execute(select(dead_letters.c.offset, dead_letters.c.reason))
+        ).all()
+    assert offset == 0
+    assert "not JSON" in reason
+    assert await reached(sessions, funnel_id) == {"p": [1]}
+
+
+async def test_a_funnel_created_later_is_backfilled_from_history(sessions, processor):
+    history = [canonical(f"p{i}", "a", T0 + i) for i in range(7)] + [canonical("p3", "b", T0 + 60)]
+    await processor.apply(records(history), {})
+    funnel_id = await new_funnel(sessions, "a", "b")
+    assert await reached(sessions, funnel_id) == {}
+    while await processor.backfill_step(3):
+        pass
+    found = await reached(sessions, funnel_id)
+    assert found == {f"p{i}": [2 if i == 3 else 1] for i in range(7)}
+    async with sessions() as session:
+        row = await api_repo.get_funnel(session, "proj", funnel_id)
+    assert row is not None
+    assert (row.backfill_done, row.backfill_persons) == (True, 7)
+
+
+async def test_events_during_a_backfill_are_counted_exactly_once(sessions, processor):
+    await processor.apply(records([canonical(f"p{i}", "a", T0) for i in range(6)]), {})
+    funnel_id = await new_funnel(sessions, "a", "b")
+    await processor.backfill_step(3)  # p0..p2 done, p3..p5 pending
+    late = [canonical("p1", "b", T0 + 1), canonical("p4", "b", T0 + 1)]
+    await processor.apply(records(late, first_offset=6), {(EVENTS_TOPIC, 0): 6})
+    await finish_backfill(processor)
+    assert await reached(sessions, funnel_id) == {
+        f"p{i}": [2 if i in (1, 4) else 1] for i in range(6)
+    }

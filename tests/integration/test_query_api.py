@@ -1,0 +1,146 @@
+"""The query API against real databases: resources, errors, and reports over stored progress."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from services.aggregator.processor import Processor
+from services.api.app import create_app
+from services.api.settings import ApiSettings
+from shared.keys import create_key
+from tests.helpers import canonical, records
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+RANGE = {"from": "2026-01-01", "to": "2026-01-02"}
+
+
+@pytest.fixture
+async def keys(sessions):
+    async with sessions.begin() as session:
+        return {
+            scope: await create_key(session, "proj", scope) for scope in ("admin", "read", "write")
+        }
+
+
+@pytest.fixture
+async def api(database_url, keys):
+    app = create_app(ApiSettings(database_url=database_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {keys['admin']}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers=headers
+        ) as client:
+            yield client
+
+
+async def drain(sessions, batch) -> None:
+    processor = Processor(sessions, "g", horizon_us=lambda: 0)
+    await processor.apply(records(batch), {})
+    while await processor.backfill_step(100):
+        pass
+
+
+FUNNEL = {"name": "signup", "steps": [{"event": "visit"}, {"event": "signup"}, {"event": "pay"}]}
+
+
+async def test_funnel_crud(api):
+    created = await api.post("/v1/funnels", json=FUNNEL)
+    assert created.status_code == 201
+    funnel_id = created.json()["id"]
+    assert (await api.get(f"/v1/funnels/{funnel_id}")).json()["steps"][2]["event"] == "pay"
+    patched = await api.patch(f"/v1/funnels/{funnel_id}", json={"window_seconds": 3600})
+    assert (patched.json()["window_seconds"], patched.json()["version"]) == (3600, 2)
+    renamed = await api.patch(f"/v1/funnels/{funnel_id}", json={"name": "renamed"})
+    assert (renamed.json()["name"], renamed.json()["version"]) == ("renamed", 2)
+    assert [f["id"] for f in (await api.get("/v1/funnels")).json()["funnels"]] == [funnel_id]
+    assert (await api.delete(f"/v1/funnels/{funnel_id}")).status_code == 204
+    assert (await api.get(f"/v1/funnels/{funnel_id}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"steps": [{"event": "a"}]}, "steps"),
+        ({"steps": [{"event": "a"}] * 33}, "steps"),
+        ({"window_seconds": 59}, "window_seconds"),
+        ({"window_seconds": 366 * 86400 + 1}, "window_seconds"),
+        ({"count": "people"}, "count"),
+        ({"order": "random"}, "order"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+async def test_invalid_definitions_are_422_naming_the_field(api, change, field):
+    r = await api.post("/v1/funnels", json={**FUNNEL, **change})
+    assert r.status_code == 422
+    assert field in [str(part) for e in r.json()["detail"] for part in e["loc"]]
+
+
+async def test_keys_are_checked(api, keys):
+    assert (await api.get("/v1/funnels", headers={"Authorization": ""})).status_code == 401
+    assert (
+        await api.get("/v1/funnels", headers={"Authorization": "Bearer nope"})
+    ).status_code == 401
+    read = {"Authorization": f"Bearer {keys['read']}"}
+    assert (await api.get("/v1/funnels", headers=read)).status_code == 200
+    assert (await api.post("/v1/funnels", json=FUNNEL, headers=read)).status_code == 403
+    write = {"Authorization": f"Bearer {keys['write']}"}
+    assert (await api.get("/v1/funnels", headers=write)).status_code == 403
+
+
+async def test_report_range_errors(api):
+    funnel_id = (await api.post("/v1/funnels", json=FUNNEL)).json()["id"]
+    r = await api.get(
+        f"/v1/funnels/{funnel_id}/report", params={"from": "2026-02-01", "to": "2026-01-01"}
+    )
+    assert (r.status_code, r.json()["detail"]) == (400, "from: must not be after to")
+    r = await api.get(f"/v1/funnels/{funnel_id}/report", params={"from": "soon"})
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("from:")
+    assert (await api.get("/v1/funnels/nope/report")).status_code == 404
+
+
+async def test_report_counts_persons_per_step(api, sessions):
+    funnel_id = (await api.post("/v1/funnels", json=FUNNEL)).json()["id"]
+    await drain(
+        sessions,
+        [
+            canonical("p", "visit", T0),
+            canonical("p", "signup", T0 + 60),
+            canonical("p", "pay", T0 + 120),
+            canonical("q", "visit", T0 + 10),
+            canonical("q", "signup", T0 + 130),
+            canonical("r", "visit", T0 + 20),
+            canonical("s", "visit", T0 + 86_400 * 3),  # outside the range
+        ],
+    )
+    body = (await api.get(f"/v1/funnels/{funnel_id}/report", params=RANGE)).json()
+    assert [s["persons"] for s in body["steps"]] == [3, 2, 1]
+    assert body["steps"][1]["conversion_from_previous"] == pytest.approx(2 / 3)
+    assert body["steps"][1]["time_from_previous"]["median_s"] == pytest.approx(90)
+    assert body["overall_conversion"] == pytest.approx(1 / 3)
+    assert body["backfill"]["done"] is True
+
+
+async def test_report_breakdown_by_first_touch(api, sessions):
+    funnel_id = (await api.post("/v1/funnels", json={**FUNNEL, "breakdowns": ["channel"]})).json()[
+        "id"
+    ]
+    await drain(
+        sessions,
+        [
+            canonical("p", "visit", T0, channel="ads"),
+            canonical("p", "signup", T0 + 1, channel="mail"),
+            canonical("q", "visit", T0),
+            canonical("r", "visit", T0, channel="mail"),
+            canonical("r", "signup", T0 + 5),
+        ],
+    )
+    params = {**RANGE, "breakdown": "channel"}
+    body = (await api.get(f"/v1/funnels/{funnel_id}/report", params=params)).json()
+    groups = {g["value"]: [s["persons"] for s in g["steps"]] for g in body["breakdown"]["groups"]}
+    assert groups == {"ads": [1, 1, 0], "mail": [1, 1, 0], None: [1, 0, 0]}
+    r = await api.get(f"/v1/funnels/{funnel_id}/report", params={**RANGE, "breakdown": "plan"})
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("breakdown:")

@@ -1,0 +1,147 @@
+"""The funnel engine against each rule of BRIEF section 2."""
+
+from __future__ import annotations
+
+from services.aggregator.engine import evaluate
+from shared.funnel import US
+from tests.helpers import DAY, ev, funnel
+
+
+def reached(definition, events):
+    return [e.reached for e in evaluate(definition, events).entries]
+
+
+def test_each_step_one_event_opens_one_entry_and_advances_in_order():
+    f = funnel("a", "b", "c")
+    assert reached(f, [ev("a", 0), ev("x", 1), ev("b", 2), ev("c", 3)]) == [3]
+
+
+def test_window_is_inclusive_and_measured_from_step_one():
+    f = funnel("a", "b", "c", window_seconds=100)
+    assert reached(f, [ev("a", 0), ev("b", 90), ev("c", 100)]) == [3]
+    assert reached(f, [ev("a", 0), ev("b", 90), ev("c", 100.000001)]) == [2]
+
+
+def test_sub_second_precision_is_kept():
+    f = funnel("a", "b", window_seconds=60)
+    [entry] = evaluate(f, [ev("a", 0.25), ev("b", 60.25)]).entries
+    assert entry.step_times == (250_000, 60_250_000)
+
+
+def test_every_step_one_event_opens_its_own_entry():
+    f = funnel("a", "b", window_seconds=10)
+    assert reached(f, [ev("a", 0), ev("a", 20), ev("b", 25)]) == [1, 2]
+
+
+def test_one_event_moves_an_entry_by_one_step_only():
+    f = funnel("a", "a")
+    assert reached(f, [ev("a", 0)]) == [1]
+    assert reached(f, [ev("a", 0), ev("a", 1)]) == [2, 1]
+
+
+def test_time_ties_are_taken_in_step_order():
+    f = funnel("a", "b")
+    # b is listed first but happens at the same instant as a: they convert.
+    assert reached(f, [ev("b", 5), ev("a", 5)]) == [2]
+
+
+def test_ordered_mode_lets_other_events_come_between():
+    f = funnel("a", "b", "c")
+    assert reached(f, [ev("a", 0), ev("c", 1), ev("b", 2), ev("c", 3)]) == [3]
+
+
+def test_strict_mode_ends_the_entry_on_any_other_event():
+    f = funnel("a", "b", "c", order="strict")
+    assert reached(f, [ev("a", 0), ev("b", 1), ev("x", 2), ev("c", 3)]) == [2]
+    assert reached(f, [ev("a", 0), ev("b", 1), ev("c", 3)]) == [3]
+
+
+def test_any_order_counts_distinct_steps_within_the_window():
+    f = funnel("a", "b", "c", order="any", window_seconds=10)
+    assert reached(f, [ev("a", 0), ev("c", 1), ev("c", 2), ev("b", 3)]) == [3]
+    assert reached(f, [ev("a", 0), ev("c", 1), ev("b", 11)]) == [2]
+
+
+def test_events_before_step_one_do_not_count():
+    f = funnel("a", "b")
+    assert reached(f, [ev("b", 0), ev("a", 1)]) == [1]
+
+
+def test_property_conditions_select_matching_events():
+    f = funnel(
+        {"event": "view", "where": [{"property": "price", "op": "gte", "value": 100}]},
+        {"event": "buy", "where": [{"property": "plan", "op": "in", "value": ["pro", "team"]}]},
+    )
+    events = [ev("view", 0, price="99"), ev("view", 1, price=150), ev("buy", 2, plan="free")]
+    assert reached(f, [*events, ev("buy", 3, plan="pro")]) == [2]
+    assert reached(f, events) == [1]
+
+
+def test_conditions_compare_as_strings_unless_numeric():
+    f = funnel({"event": "a", "where": [{"property": "n", "op": "eq", "value": "7"}]}, "b")
+    assert reached(f, [ev("a", 0, n=7.0)]) == [1]
+    g = funnel(
+        {"event": "a", "where": [{"property": "tag", "op": "contains", "value": "sum"}]}, "b"
+    )
+    assert reached(g, [ev("a", 0, tag="summer")]) == [1]
+    assert reached(g, [ev("a", 0, tag="winter")]) == []
+
+
+def test_is_set_and_not_equal_conditions():
+    f = funnel({"event": "a", "where": [{"property": "ref", "op": "is_set"}]}, "b")
+    assert reached(f, [ev("a", 0, ref="")]) == []
+    assert reached(f, [ev("a", 0, ref="x")]) == [1]
+    g = funnel({"event": "a", "where": [{"property": "ref", "op": "neq", "value": "x"}]}, "b")
+    assert reached(g, [ev("a", 0)]) == [1]
+    assert reached(g, [ev("a", 0, ref="x")]) == []
+
+
+def test_any_event_step_matches_every_name():
+    f = funnel("a", {"event": None})
+    assert reached(f, [ev("a", 0), ev("whatever", 1)]) == [2]
+
+
+def test_exclusion_between_steps_disqualifies_the_entry():
+    f = funnel("a", "b", "c", exclusions=[{"event": "x", "from_step": 1, "to_step": 2}])
+    [entry] = evaluate(f, [ev("a", 0), ev("x", 1), ev("b", 2), ev("c", 3)]).entries
+    assert entry.disqualified
+    [clean] = evaluate(f, [ev("a", 0), ev("b", 2), ev("x", 2.5), ev("c", 3)]).entries
+    assert not clean.disqualified
+
+
+def test_exclusion_tied_with_a_step_does_not_apply():
+    f = funnel("a", "b", exclusions=[{"event": "x", "from_step": 1, "to_step": 2}])
+    [entry] = evaluate(f, [ev("a", 0), ev("x", 0), ev("b", 2), ev("x", 2)]).entries
+    assert not entry.disqualified
+
+
+def test_exclusion_after_an_unfinished_step_counts_until_window_end():
+    f = funnel("a", "b", window_seconds=10, exclusions=[{"event": "x"}])
+    [inside] = evaluate(f, [ev("a", 0), ev("x", 10)]).entries
+    [outside] = evaluate(f, [ev("a", 0), ev("x", 10.5)]).entries
+    assert inside.disqualified
+    assert not outside.disqualified
+
+
+def test_duplicates_by_event_id_change_nothing():
+    f = funnel("a", "b")
+    a, b = ev("a", 0), ev("b", 1)
+    assert evaluate(f, [a, b]) == evaluate(f, [b, a, a, b, b])
+
+
+def test_arrival_order_does_not_matter():
+    f = funnel("a", "b", "c", window_seconds=DAY)
+    events = [ev("a", 0), ev("b", 10), ev("a", 20), ev("c", 30), ev("c", 40)]
+    assert evaluate(f, events) == evaluate(f, list(reversed(events)))
+
+
+def test_step_values_keep_tracked_properties_per_step():
+    f = funnel("a", "b", breakdowns=["channel"], value_property="amount")
+    [entry] = evaluate(f, [ev("a", 0, channel="ads"), ev("b", 1, amount=12.5)]).entries
+    assert entry.step_values == {"channel": ("ads", None), "amount": (None, "12.5")}
+
+
+def test_touches_keep_step_events_with_a_breakdown_value():
+    f = funnel("a", "b", breakdowns=["channel"])
+    progress = evaluate(f, [ev("a", 0), ev("b", 1, channel=0), ev("x", 2, channel="z")])
+    assert [(t.ts, dict(t.values)) for t in progress.touches] == [(1 * US, {"channel": "0"})]

@@ -1,0 +1,208 @@
+"""Ingest's HTTP contract against fakes: validation, auth, limits, durability answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.ingest.app import create_app
+from services.ingest.publisher import Overloaded, Record, Unavailable
+from services.ingest.settings import IngestSettings
+from shared.events import EVENTS_TOPIC, REJECTED_TOPIC, CanonicalEvent
+
+KEY = "wk_test"
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.failure: Exception | None = None
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        if self.failure:
+            raise self.failure
+        self.records.extend(records)
+
+    async def close(self) -> None:
+        pass
+
+    def events(self) -> list[CanonicalEvent]:
+        return [CanonicalEvent.from_json(r.value) for r in self.records if r.topic == EVENTS_TOPIC]
+
+
+class FakeKeys:
+    async def project_for(self, key: str) -> str | None:
+        return "proj" if key == KEY else None
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def client(publisher):
+    app = create_app(IngestSettings(rate_limit_per_key=0), publisher=publisher, keys=FakeKeys())
+    with TestClient(app) as c:
+        c.auth = (KEY, "")
+        yield c
+
+
+def test_single_event_is_published_with_project_and_person_key(client, publisher):
+    r = client.post("/v1/events", json={"user_id": "u1", "event": "visit", "properties": {"a": 1}})
+    assert r.status_code == 202
+    [event] = publisher.events()
+    assert r.json()["event_ids"] == [event.event_id]
+    assert (event.project_id, event.person_id, event.event) == ("proj", "u1", "visit")
+    assert publisher.records[0].key == b"proj/u1"
+    assert dict(publisher.records[0].headers) == {"schema-version": b"1"}
+
+
+def test_batch_reports_each_invalid_event_with_index_and_field(client, publisher):
+    batch = [
+        {"user_id": "u1", "event": "a"},
+        {"user_id": "u1"},
+        {"anonymous_id": "x", "event": "b", "timestamp": "yesterday"},
+    ]
+    r = client.post("/v1/events", json={"batch": batch})
+    assert r.status_code == 202
+    body = r.json()
+    assert body["accepted"] == 1
+    assert [(p["index"], p["field"]) for p in body["rejected"]] == [(1, "event"), (2, "timestamp")]
+    rejected = [json.loads(r.value) for r in publisher.records if r.topic == REJECTED_TOPIC]
+    assert [d["errors"][0]["field"] for d in rejected] == ["event", "timestamp"]
+
+
+def test_a_batch_with_no_valid_event_is_400(client):
+    r = client.post("/v1/events", json={"batch": [{"event": "a"}]})
+    assert r.status_code == 400
+    assert r.json()["detail"][0]["reason"] == "user_id or anonymous_id is required"
+
+
+def test_missing_or_unknown_write_key_is_401(client):
+    assert client.post("/v1/events", json={}, auth=None).status_code == 401
+    r = client.post("/v1/events", json={"user_id": "u", "event": "a"}, auth=("nope", ""))
+    assert r.status_code == 401
+    assert "write key" in r.json()["detail"]
+
+
+def test_malformed_json_is_400_and_other_media_is_415(client):
+    r = client.post("/v1/events", content=b"{", headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["detail"][:5]) == (400, "body:")
+    r = client.post("/v1/events", content=b"<a/>", headers={"content-type": "application/xml"})
+    assert r.status_code == 415
+
+
+def test_text_plain_bodies_are_accepted_for_send_beacon(client, publisher):
+    body = json.dumps({"anonymous_id": "a1", "event": "visit"})
+    r = client.post("/v1/events", content=body, headers={"content-type": "text/plain"})
+    assert r.status_code == 202
+    assert publisher.events()[0].person_id == "a1"
+
+
+def test_oversized_body_and_batch_are_413(client):
+    big = {"user_id": "u", "event": "a", "properties": {"x": "y" * 600_000}}
+    assert client.post("/v1/events", json=big).status_code == 413
+    many = {"batch": [{"user_id": "u", "event": "a"}] * 2501}
+    assert client.post("/v1/events", json=many).status_code == 413
+
+
+def test_properties_over_32_kib_are_refused_by_field(client):
+    r = client.post(
+        "/v1/events", json={"user_id": "u", "event": "a", "properties": {"x": "y" * 40_000}}
+    )
+    assert r.status_code == 400
+    assert r.json()["detail"][0]["field"] == "properties"
+
+
+def test_clock_skew_is_corrected_from_sent_at(client, publisher):
+    event = {
+        "user_id": "u",
+        "event": "a",
+        "timestamp": "2020-01-01T00:00:00Z",
+        "sent_at": "2020-01-01T00:01:00Z",
+    }
+    client.post("/v1/events", json=event)
+    [canonical] = publisher.events()
+    assert (canonical.received_at - canonical.timestamp).total_seconds() == pytest.approx(60)
+    assert "skew_corrected" in canonical.flags
+
+
+def test_far_future_timestamps_are_replaced_and_flagged(client, publisher):
+    client.post(
+        "/v1/events", json={"user_id": "u", "event": "a", "timestamp": "2199-01-01T00:00:00Z"}
+    )
+    [canonical] = publisher.events()
+    assert canonical.timestamp == canonical.received_at
+    assert canonical.flags == ("future_timestamp_replaced",)
+
+
+def test_epoch_milliseconds_are_accepted(client, publisher):
+    client.post("/v1/events", json={"user_id": "u", "event": "a", "timestamp": 1_700_000_000_123})
+    assert publisher.events()[0].timestamp.timestamp() == pytest.approx(1_700_000_000.123)
+
+
+def test_broker_unavailable_is_503_with_retry_after(client, publisher):
+    publisher.failure = Unavailable("down")
+    r = client.post("/v1/events", json={"user_id": "u", "event": "a"})
+    assert (r.status_code, r.headers["retry-after"]) == (503, "5")
+
+
+def test_full_producer_buffer_is_429(client, publisher):
+    publisher.failure = Overloaded("full")
+    assert client.post("/v1/events", json={"user_id": "u", "event": "a"}).status_code == 429
+
+
+def test_rate_limit_per_key_is_429(publisher):
+    app = create_app(IngestSettings(rate_limit_per_key=5), publisher=publisher, keys=FakeKeys())
+    with TestClient(app) as c:
+        batch = {"batch": [{"user_id": "u", "event": "a"}] * 5}
+        assert c.post("/v1/events", json=batch, auth=(KEY, "")).status_code == 202
+        r = c.post("/v1/events", json=batch, auth=(KEY, ""))
+        assert r.status_code == 429
+        assert int(r.headers["retry-after"]) >= 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+event_like = st.fixed_dictionaries(
+    {},
+    optional={
+        k: json_values
+        for k in (
+            "event_id",
+            "user_id",
+            "anonymous_id",
+            "event",
+            "timestamp",
+            "sent_at",
+            "properties",
+            "context",
+        )
+    },
+)
+
+
+@settings(
+    max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(
+    body=json_values
+    | event_like
+    | st.fixed_dictionaries({"batch": st.lists(event_like | json_values, max_size=5)})
+)
+def test_arbitrary_json_never_causes_a_server_error(client, body):
+    r = client.post(
+        "/v1/events", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert r.status_code in (202, 400, 413)
