@@ -175,21 +175,9 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
+EVENT_FIELDS = ("event_id", "user_id", "anonymous_id", "event", "timestamp", "sent_at")
 event_like = st.fixed_dictionaries(
-    {},
-    optional={
-        k: json_values
-        for k in (
-            "event_id",
-            "user_id",
-            "anonymous_id",
-            "event",
-            "timestamp",
-            "sent_at",
-            "properties",
-            "context",
-        )
-    },
+    {}, optional=dict.fromkeys((*EVENT_FIELDS, "properties", "context"), json_values)
 )
 
 
