@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api import funnels_routes
+from services.api import funnels_routes, metrics
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
 
@@ -33,9 +35,15 @@ def create_app(
             engine = create_engine(settings.database_url)
             makers = sessionmaker(engine)
         app.state.api = ApiState(settings, makers)
+        refresher = asyncio.create_task(
+            metrics.refresh_forever(makers, settings.gauge_range_days, settings.gauge_refresh_s)
+        )
         try:
             yield
         finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
             if engine is not None:
                 await engine.dispose()
 

@@ -75,6 +75,11 @@ async def list_funnels(session: AsyncSession, project_id: str) -> list[FunnelRow
     return [FunnelRow(*r) for r in await session.execute(stmt)]
 
 
+async def all_funnels(session: AsyncSession) -> list[FunnelRow]:
+    stmt = select(*_COLUMNS).order_by(funnels.c.project_id, funnels.c.name)
+    return [FunnelRow(*r) for r in await session.execute(stmt)]
+
+
 async def redefine_funnel(
     session: AsyncSession, funnel_id: str, definition: dict[str, Any]
 ) -> None:

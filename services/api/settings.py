@@ -12,3 +12,5 @@ class ApiSettings(CommonSettings):
     port: int = 8003
     default_range_days: int = 30
     breakdown_limit: int = 10
+    gauge_range_days: int = 7
+    gauge_refresh_s: float = 5.0
