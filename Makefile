@@ -36,7 +36,7 @@ test-e2e: install ## Real processes: broker, ingest, aggregator, API
 lint: install ## ruff lint, ruff format check, mypy strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	$(BIN)/mypy
 
 format: install ## Format the code
 	$(BIN)/ruff check --fix .
