@@ -1,0 +1,25 @@
+"""The production path without I/O: engine per person, then the report (for property tests)."""
+
+from __future__ import annotations
+
+from services.aggregator.engine import PersonEvent, evaluate
+from services.api.report import Breakdown, FunnelReport, Window, funnel_report
+from shared.funnel import Entry, FunnelDefinition, Touch
+
+
+def production_report(
+    f: FunnelDefinition,
+    events_by_person: dict[str, list[PersonEvent]],
+    window: Window,
+    count: str = "uniques",
+    breakdown: Breakdown | None = None,
+) -> FunnelReport:
+    entries: dict[str, list[Entry]] = {}
+    touches: dict[str, list[Touch]] = {}
+    for person, events in events_by_person.items():
+        progress = evaluate(f, events)
+        selected = [e for e in progress.entries if window.start <= e.t0 < window.end]
+        if selected:
+            entries[person] = selected
+        touches[person] = [t for t in progress.touches if window.start <= t.ts < window.end]
+    return funnel_report(f, entries, window, count, breakdown, touches)  # type: ignore[arg-type]
