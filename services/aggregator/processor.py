@@ -82,6 +82,11 @@ class Processor:
             )
             return None
 
+    async def purge_expired(self) -> int:
+        """Delete stored events older than the retention horizon; their entries stay."""
+        async with self._sessions.begin() as session:
+            return await repository.delete_events_before(session, self._horizon_us())
+
     async def backfill_step(self, limit: int) -> bool:
         """Recompute the next persons of one funnel being backfilled; False if none is."""
         async with self._sessions.begin() as session:

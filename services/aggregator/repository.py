@@ -225,6 +225,11 @@ async def advance_backfill(
     )
 
 
+async def delete_events_before(session: AsyncSession, horizon_us: int) -> int:
+    result: Any = await session.execute(delete(events).where(events.c.ts_us < horizon_us))
+    return int(result.rowcount or 0)
+
+
 async def load_offsets(
     session: AsyncSession, group_id: str, partitions: Iterable[tuple[str, int]]
 ) -> dict[tuple[str, int], int]:

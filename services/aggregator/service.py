@@ -61,7 +61,8 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
 async def consume(
     processor: Processor, source: Source, settings: AggregatorSettings, stop: asyncio.Event
 ) -> None:
-    lag_due = 0.0
+    """Apply batches as they come; backfill when idle and at least once a second when busy."""
+    due = {"lag": 0.0, "backfill": 0.0, "purge": 0.0}
     while not stop.is_set():
         records = await asyncio.to_thread(source.poll)
         if records:
@@ -73,10 +74,15 @@ async def consume(
                 continue
             await asyncio.to_thread(source.committed, committed)
             _observe_age(records[-1].timestamp_ms, records[-1].partition)
-        elif not await processor.backfill_step(settings.backfill_persons_per_batch):
-            await asyncio.sleep(0)
-        if time.monotonic() >= lag_due:
-            lag_due = time.monotonic() + 5
+        now = time.monotonic()
+        if not records or now >= due["backfill"]:
+            due["backfill"] = now + 1
+            await processor.backfill_step(settings.backfill_persons_per_batch)
+        if now >= due["purge"]:
+            due["purge"] = now + 3600
+            await processor.purge_expired()
+        if now >= due["lag"]:
+            due["lag"] = now + 5
             for (_, partition), lag in (await asyncio.to_thread(source.lag)).items():
                 metrics.LAG_RECORDS.labels(str(partition)).set(lag)
 

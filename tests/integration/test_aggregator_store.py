@@ -137,3 +137,19 @@ async def test_events_during_a_backfill_are_counted_exactly_once(sessions, proce
     assert await reached(sessions, funnel_id) == {
         f"p{i}": [2 if i in (1, 4) else 1] for i in range(6)
     }
+
+
+async def test_retention_expires_old_events_and_keeps_older_entries(sessions):
+    funnel_id = await new_funnel(sessions, "a", "b")
+    horizon = {"us": 0}
+    processor = Processor(sessions, GROUP, horizon_us=lambda: horizon["us"])
+    await finish_backfill(processor)
+    await processor.apply(records([canonical("p", "a", T0), canonical("p", "b", T0 + 5)]), {})
+    horizon["us"] = (T0 + 100) * 1_000_000
+    assert await processor.purge_expired() == 2
+    # A later entry of the same person is recomputed; the entry before the horizon stays.
+    later = [canonical("p", "a", T0 + 200), canonical("p", "x", T0 + 50)]
+    await processor.apply(records(later, first_offset=2), {(EVENTS_TOPIC, 0): 2})
+    assert await reached(sessions, funnel_id) == {"p": [2, 1]}
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(events)) == 1
