@@ -7,6 +7,7 @@ import binascii
 import json
 import math
 import time
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
-from services.ingest import metrics
+from services.ingest import metrics, segment
 from services.ingest.keys import DatabaseKeyStore, KeyStore
 from services.ingest.publisher import KafkaPublisher, Overloaded, Publisher, Record, Unavailable
 from services.ingest.ratelimit import RateLimiter
@@ -87,19 +88,56 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/events", status_code=202)
-    async def post_events(request: Request) -> JSONResponse:
-        """One event, or ``{"batch": [...]}``; answered 202 once Kafka acknowledged them."""
-        state: IngestState = request.app.state.ingest
-        with metrics.IN_FLIGHT.track_inprogress(), metrics.REQUEST_SECONDS.labels("events").time():
-            body = await read_json(request, state.settings.max_body_bytes)
-            project = await authenticate(state, request, body)
-            batch = body.get("batch") if isinstance(body, dict) and "batch" in body else [body]
+    app.add_api_route("/v1/events", post_events, methods=["POST"], status_code=202)
+    for kind in (*segment.KINDS, "batch"):
+        app.add_api_route(f"/v1/{kind}", post_segment, methods=["POST"], name=f"segment_{kind}")
+    return app
+
+
+async def post_events(request: Request) -> JSONResponse:
+    """One event, or ``{"batch": [...]}``; answered 202 once Kafka acknowledged them."""
+    state: IngestState = request.app.state.ingest
+    with metrics.IN_FLIGHT.track_inprogress(), metrics.REQUEST_SECONDS.labels("events").time():
+        body = await read_json(request, state.settings.max_body_bytes)
+        project = await authenticate(state, request, body)
+        batch = body.get("batch") if isinstance(body, dict) and "batch" in body else [body]
+        if not isinstance(batch, list):
+            raise RequestError(400, [Problem(0, "batch", "must be a list").as_dict()])
+        return await accept(state, project, batch)
+
+
+async def post_segment(request: Request) -> JSONResponse:
+    """Segment tracking API: ``/v1/track``, ``/v1/page``, … and ``/v1/batch``; 200 when accepted."""
+    state: IngestState = request.app.state.ingest
+    kind = request.url.path.rsplit("/", 1)[-1]
+    with metrics.IN_FLIGHT.track_inprogress(), metrics.REQUEST_SECONDS.labels("segment").time():
+        body = await read_json(request, state.settings.max_body_bytes)
+        project = await authenticate(state, request, body)
+        if kind == "batch":
+            batch = body.get("batch") if isinstance(body, dict) else None
             if not isinstance(batch, list):
                 raise RequestError(400, [Problem(0, "batch", "must be a list").as_dict()])
-            return await accept(state, project, batch)
+            raw = [_segment_event(m, None, body.get("sentAt")) for m in batch]
+        else:
+            raw = [_segment_event(body, kind, None)]
+        answer = await accept(state, project, raw, segment.FIELD_NAMES)
+        if answer.status_code == 202:
+            answer.status_code = 200  # what Segment's API answers
+        return answer
 
-    return app
+
+class _Refused:
+    """A message refused before validation (a Segment shape error), kept to report it."""
+
+    def __init__(self, field: str, reason: str, raw: Any) -> None:
+        self.field, self.reason, self.raw = field, reason, raw
+
+
+def _segment_event(message: Any, kind: str | None, sent_at: Any) -> Any:
+    try:
+        return segment.to_event(message, kind, sent_at)
+    except segment.ShapeError as exc:
+        return _Refused(exc.field, str(exc), message)
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -118,10 +156,25 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise RequestError(413, f"body: larger than {limit} bytes")
         chunks.append(chunk)
+    body = b"".join(chunks)
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        body = _gunzip(body, limit)
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(400, f"body: malformed JSON ({exc})") from exc
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing one that inflates past the body limit."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise RequestError(400, f"body: not valid gzip ({exc})") from exc
+    if len(plain) > limit:
+        raise RequestError(413, f"body: larger than {limit} bytes once decompressed")
+    return plain
 
 
 def presented_key(request: Request, body: Any) -> str | None:
@@ -154,7 +207,12 @@ def _challenge() -> dict[str, str]:
     return {"WWW-Authenticate": 'Basic realm="funnel-ingest"'}
 
 
-async def accept(state: IngestState, project: str, batch: Sequence[Any]) -> JSONResponse:
+async def accept(
+    state: IngestState,
+    project: str,
+    batch: Sequence[Any],
+    field_names: dict[str, str] | None = None,
+) -> JSONResponse:
     settings = state.settings
     if len(batch) > settings.max_batch_events:
         raise RequestError(413, f"batch: more than {settings.max_batch_events} events")
@@ -167,7 +225,12 @@ async def accept(state: IngestState, project: str, batch: Sequence[Any]) -> JSON
     problems: list[Problem] = []
     rejected: list[Record] = []
     for index, raw in enumerate(batch):
-        event, found = validate(raw, index, max_properties_bytes=settings.max_properties_bytes)
+        if isinstance(raw, _Refused):
+            event, found = None, [Problem(index, raw.field, raw.reason)]
+            raw = raw.raw
+        else:
+            event, found = validate(raw, index, max_properties_bytes=settings.max_properties_bytes)
+            found = [_renamed(p, field_names) for p in found]
         if event is None:
             problems.extend(found)
             rejected.append(_rejected_record(project, raw, found, received))
@@ -202,6 +265,13 @@ async def _publish(state: IngestState, records: list[Record], accepted: int) -> 
         raise RequestError(429, f"producer: {exc}; retry later", {"Retry-After": "1"}) from exc
     metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
     _count("accepted", "", accepted)
+
+
+def _renamed(problem: Problem, names: dict[str, str] | None) -> Problem:
+    if not names:
+        return problem
+    head, dot, rest = problem.field.partition(".")
+    return Problem(problem.index, names.get(head, head) + dot + rest, problem.reason)
 
 
 def _count(outcome: str, reason: str, n: int) -> None:

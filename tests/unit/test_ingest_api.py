@@ -194,3 +194,64 @@ def test_arbitrary_json_never_causes_a_server_error(client, body):
         "/v1/events", content=json.dumps(body), headers={"content-type": "application/json"}
     )
     assert r.status_code in (202, 400, 413)
+
+
+def test_segment_track_page_identify_alias_become_events(client, publisher):
+    assert (
+        client.post(
+            "/v1/track", json={"userId": 42, "event": "Signed Up", "properties": {"plan": "pro"}}
+        ).status_code
+        == 200
+    )
+    client.post(
+        "/v1/page",
+        json={"anonymousId": "a1", "name": "Pricing", "properties": {"path": "/pricing"}},
+    )
+    client.post("/v1/screen", json={"anonymousId": "a1", "name": "Home"})
+    client.post(
+        "/v1/identify", json={"userId": "u1", "anonymousId": "a1", "traits": {"email": "x@y.z"}}
+    )
+    client.post("/v1/alias", json={"userId": "u1", "previousId": "a1"})
+    got = [(e.event, e.person_id, e.properties) for e in publisher.events()]
+    assert got == [
+        ("Signed Up", "42", {"plan": "pro"}),
+        ("page_view", "a1", {"path": "/pricing", "name": "Pricing"}),
+        ("screen_view", "a1", {"name": "Home"}),
+        ("identify", "u1", {"email": "x@y.z"}),
+        ("alias", "u1", {"previous_id": "a1"}),
+    ]
+    assert publisher.events()[3].anonymous_id == "a1"
+
+
+def test_segment_batch_with_write_key_in_body_and_segment_field_names_in_errors(client, publisher):
+    body = {
+        "writeKey": KEY,
+        "sentAt": "2026-01-01T00:00:10Z",
+        "batch": [
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "a",
+                "messageId": "m1",
+                "timestamp": "2026-01-01T00:00:00Z",
+            },
+            {"type": "track", "event": "b"},
+            {"type": "teleport", "userId": "u"},
+        ],
+    }
+    r = client.post("/v1/batch", json=body, auth=None)
+    assert r.status_code == 200
+    assert [(p["index"], p["field"]) for p in r.json()["rejected"]] == [(1, "(event)"), (2, "type")]
+    [event] = publisher.events()
+    assert event.event_id == "m1"
+    assert (event.received_at - event.timestamp).total_seconds() == pytest.approx(10, abs=1)
+
+
+def test_gzip_bodies_are_accepted_and_gzip_bombs_refused(client, publisher):
+    import gzip
+
+    body = gzip.compress(json.dumps({"userId": "u", "event": "a"}).encode())
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    assert client.post("/v1/track", content=body, headers=headers).status_code == 200
+    bomb = gzip.compress(b" " * 2_000_000)
+    assert client.post("/v1/track", content=bomb, headers=headers).status_code == 413
