@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(os.environ.get("LOG_LEVEL", "INFO"))
     handler: dict[str, Any] = {
         "run": run_stack,
-        "ingest": lambda: serve_http("ingest"),
-        "api": lambda: serve_http("api"),
+        "ingest": serve_ingest,
+        "api": serve_api,
         "aggregator": run_aggregator,
         "migrate": migrate,
         "topics": lambda: create_topics(args.partitions),
@@ -80,22 +80,38 @@ async def _new_key(project: str, scope: Any) -> str:
         await engine.dispose()
 
 
-def serve_http(service: str) -> int:
+def serve_ingest() -> int:
     import uvicorn
 
-    if service == "ingest":
-        from services.ingest.app import create_app as ingest_app
-        from services.ingest.settings import IngestSettings
+    from services.ingest.settings import IngestSettings
 
-        ingest_settings = IngestSettings()
-        app, host, port = ingest_app(ingest_settings), ingest_settings.host, ingest_settings.port
-    else:
-        from services.api.app import create_app as api_app
-        from services.api.settings import ApiSettings
+    settings = IngestSettings()
+    uvicorn.run(
+        "services.ingest.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers if settings.workers > 1 else None,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
 
-        api_settings = ApiSettings()
-        app, host, port = api_app(api_settings), api_settings.host, api_settings.port
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+def serve_api() -> int:
+    import uvicorn
+
+    from services.api.app import create_app
+    from services.api.settings import ApiSettings
+
+    settings = ApiSettings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 

@@ -7,10 +7,11 @@ the header ``schema-version`` carries :data:`SCHEMA_VERSION`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 SCHEMA_VERSION = 1
 SCHEMA_HEADER = "schema-version"
@@ -44,7 +45,7 @@ class CanonicalEvent:
         return record_key(self.project_id, self.person_id)
 
     def to_json(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "project_id": self.project_id,
             "event_id": self.event_id,
@@ -52,20 +53,20 @@ class CanonicalEvent:
             "user_id": self.user_id,
             "anonymous_id": self.anonymous_id,
             "event": self.event,
-            "timestamp": format_time(self.timestamp),
-            "received_at": format_time(self.received_at),
-            "sent_at": format_time(self.sent_at) if self.sent_at else None,
+            "timestamp": self.timestamp,
+            "received_at": self.received_at,
+            "sent_at": self.sent_at,
             "properties": self.properties,
             "context": self.context,
             "flags": list(self.flags),
         }
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        return orjson.dumps(doc, option=orjson.OPT_UTC_Z)
 
     @classmethod
     def from_json(cls, raw: bytes) -> CanonicalEvent:
         try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             raise WireError(f"value is not JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise WireError("value is not a JSON object")

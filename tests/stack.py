@@ -35,7 +35,16 @@ async def _keys(url: str) -> dict[str, str]:
 
 
 class Stack:
-    def __init__(self, folder: Path, database_url: str, partitions: int = 4) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        database_url: str,
+        partitions: int = 4,
+        services: tuple[str, ...] = ("ingest", "api", "aggregator"),
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.wanted = services
+        self.extra_env = extra_env or {}
         self.folder = folder
         self.database_url = database_url
         self.partitions = partitions
@@ -56,6 +65,7 @@ class Stack:
             "AGGREGATOR_SESSION_TIMEOUT_MS": "6000",
             "AGGREGATOR_HEARTBEAT_INTERVAL_MS": "1000",
             "LOG_LEVEL": "INFO",
+            **self.extra_env,
         }
 
     def start(self) -> Stack:
@@ -63,10 +73,12 @@ class Stack:
         create_topics(self.broker.bootstrap, self.partitions)
         migrate(self.database_url)
         self.keys = asyncio.run(_keys(self.database_url))
-        for name in ("ingest", "api"):
+        http = [name for name in ("ingest", "api") if name in self.wanted]
+        for name in http:
             self.services[name] = spawn([name], self.env, self.folder / f"{name}.log")
-        self.start_aggregator()
-        for name in ("ingest", "api"):
+        if "aggregator" in self.wanted:
+            self.start_aggregator()
+        for name in http:
             wait_for_port(self.ports[name], 30)
         return self
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import time
 import zlib
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -94,6 +94,11 @@ def create_app(
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app configured from the environment: uvicorn's factory for worker processes."""
+    return create_app(IngestSettings())
+
+
 async def post_events(request: Request) -> JSONResponse:
     """One event, or ``{"batch": [...]}``; answered 202 once Kafka acknowledged them."""
     state: IngestState = request.app.state.ingest
@@ -160,8 +165,8 @@ async def read_json(request: Request, limit: int) -> Any:
     if request.headers.get("content-encoding", "").lower() == "gzip":
         body = _gunzip(body, limit)
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise RequestError(400, f"body: malformed JSON ({exc})") from exc
 
 
@@ -288,5 +293,5 @@ def _rejected_record(
         "errors": [p.as_dict() for p in problems],
         "event": raw,
     }
-    value = json.dumps(doc, separators=(",", ":"), default=str).encode()
+    value = orjson.dumps(doc, default=str)
     return Record(REJECTED_TOPIC, project.encode(), value)

@@ -10,6 +10,7 @@ class IngestSettings(CommonSettings):
 
     host: str = "127.0.0.1"
     port: int = 8001
+    workers: int = 1  # processes serving the port (each with its own producer)
     produce_timeout_s: float = 10.0
     max_body_bytes: int = 500 * 1024
     max_batch_events: int = 2500

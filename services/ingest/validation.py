@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from uuid_utils.compat import uuid7
 
@@ -88,7 +88,7 @@ def validate(
         event = EventIn.model_validate(raw)
     except ValidationError as exc:
         return None, [_problem(index, e) for e in exc.errors(include_url=False)]
-    size = len(json.dumps(event.properties, separators=(",", ":"), default=str))
+    size = len(orjson.dumps(event.properties, default=str))
     if size > max_properties_bytes:
         reason = f"is {size} bytes serialized; at most {max_properties_bytes}"
         return None, [Problem(index, "properties", reason)]

@@ -1,0 +1,20 @@
+"""python -m bench [ingest|aggregator|report ...] [--quick]"""
+
+from __future__ import annotations
+
+import sys
+
+from bench import aggregator, ingest
+
+SUITES = {"ingest": ingest.main, "aggregator": aggregator.main}
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    quick = "--quick" in sys.argv
+    for name in args or list(SUITES):
+        SUITES[name](quick=quick)
+
+
+if __name__ == "__main__":
+    main()
