@@ -1,1 +1,166 @@
-def main(quick: bool = False) -> None: ...
+"""Aggregator throughput: Kafka -> committed state, vs raw kafka-python consumption.
+
+3 funnels of 5 steps, 100,000 persons, on PostgreSQL and on SQLite; the raw consumer reads
+the same topic from the same broker in the same run (the ceiling). Resident memory of the
+aggregator is sampled while persons grow from 100,000 to 1,000,000 (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from kafka import KafkaConsumer, KafkaProducer
+
+from bench.common import record, rss_mb
+from services.api import repository as api_repo
+from services.devstack import EmbeddedBroker, create_topics, free_port, spawn, stop_process
+from shared.db import create_engine, sessionmaker
+from shared.events import EVENTS_TOPIC
+from shared.keys import create_key
+from shared.tables import events as events_table
+from tests.databases import migrated
+from tests.workload import NAMES, wire
+from tests.workload import events as workload
+
+FUNNELS = [[NAMES[(i + k) % len(NAMES)] for k in range(5)] for i in range(3)]
+
+
+def produce(bootstrap: str, first_person: int, persons: int, per_person: int) -> int:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=65_536
+    )
+    sent = 0
+    for start in range(first_person, first_person + persons, 10_000):
+        chunk = workload(
+            "bench", min(10_000, first_person + persons - start), per_person, seed=start
+        )
+        for key, value, headers in wire(_renumber(chunk, start)):
+            producer.send(EVENTS_TOPIC, key=key, value=value, headers=headers)
+            sent += 1
+    producer.flush()
+    producer.close()
+    return sent
+
+
+def _renumber(chunk: list, offset: int) -> list:
+    from dataclasses import replace
+
+    return [
+        replace(
+            e,
+            person_id=f"p{offset + int(e.person_id.split('-')[1]):07d}",
+            user_id=None,
+            event_id=f"{offset}-{e.event_id}",
+        )
+        for e in chunk
+    ]
+
+
+def raw_consume_rate(bootstrap: str, total: int) -> float:
+    consumer = KafkaConsumer(
+        EVENTS_TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{time.time_ns()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=2000,
+    )
+    seen, started = 0, None
+    while seen < total:
+        for batch in consumer.poll(timeout_ms=500).values():
+            started = started or time.perf_counter()
+            seen += len(batch)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return seen / elapsed
+
+
+async def _prepare(url: str) -> None:
+    engine = create_engine(url)
+    async with sessionmaker(engine).begin() as session:
+        await create_key(session, "bench", "admin")
+        for i, steps in enumerate(FUNNELS):
+            doc = {
+                "name": f"f{i}",
+                "steps": [{"event": s, "where": []} for s in steps],
+                "window_seconds": 86_400,
+                "order": "ordered",
+                "exclusions": [],
+                "breakdowns": ["channel"],
+                "value_property": "amount",
+            }
+            await api_repo.create_funnel(session, "bench", doc)
+    await engine.dispose()
+
+
+async def _stored(url: str) -> int:
+    engine = create_engine(url)
+    async with engine.connect() as conn:
+        n = await conn.scalar(sa.select(sa.func.count()).select_from(events_table))
+    await engine.dispose()
+    return int(n or 0)
+
+
+def follow(url: str, pid: int, target: int) -> tuple[float, float]:
+    """Wait until ``target`` events are stored; return (events/s while applying, peak RSS MB)."""
+    first: tuple[float, int] | None = None
+    peak = 0.0
+    while True:
+        n = asyncio.run(_stored(url))
+        now = time.perf_counter()
+        peak = max(peak, rss_mb(pid))
+        if n and first is None:
+            first = (now, n)
+        if n >= target:
+            assert first is not None
+            return (n - first[1]) / max(now - first[0], 1e-9), peak
+        time.sleep(0.5)
+
+
+def run_database(kind: str, broker: EmbeddedBroker, total: int, grow: int) -> dict[str, float]:
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-agg-{kind}-"))
+    with migrated(kind, folder) as url:
+        asyncio.run(_prepare(url))
+        env = {
+            "DATABASE_URL": url,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "AGGREGATOR_GROUP_ID": f"bench-{kind}-{time.time_ns()}",
+            "AGGREGATOR_METRICS_PORT": str(free_port()),
+        }
+        process = spawn(["aggregator"], env, folder / "aggregator.log")
+        try:
+            rate, rss_100k = follow(url, process.pid, total)
+            figures = {
+                f"{kind}: events/s applied": rate,
+                f"{kind}: peak RSS at 100k persons, MB": rss_100k,
+            }
+            if grow:
+                produce(broker.bootstrap, 100_000, grow, 1)
+                _, rss_grown = follow(url, process.pid, total + grow)
+                figures[f"{kind}: peak RSS at {100_000 + grow:,} persons, MB"] = rss_grown
+            return figures
+        finally:
+            stop_process(process)
+
+
+def main(quick: bool = False) -> None:
+    persons, per_person = (20_000, 5) if quick else (100_000, 3)
+    broker = EmbeddedBroker().start()
+    try:
+        create_topics(broker.bootstrap, 8)
+        total = produce(broker.bootstrap, 0, persons, per_person)
+        ceiling = raw_consume_rate(broker.bootstrap, total)
+        figures: dict[str, float] = {"events": total, "raw kafka-python consume, events/s": ceiling}
+        figures |= run_database("postgresql", broker, total, grow=0 if quick else 900_000)
+        figures |= run_database("sqlite", broker, total, grow=0)
+        for kind in ("postgresql", "sqlite"):
+            figures[f"{kind}: ratio to raw consume (target >= 0.30)"] = (
+                figures[f"{kind}: events/s applied"] / ceiling
+            )
+    finally:
+        broker.stop()
+    record("aggregator (3 funnels x 5 steps)", figures)

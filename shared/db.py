@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -21,8 +22,14 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def create_engine(url: str, **options: Any) -> AsyncEngine:
     """An async engine; on SQLite each transaction is ``BEGIN IMMEDIATE`` (one writer at a time)."""
+    options.setdefault("json_serializer", _dumps)
+    options.setdefault("json_deserializer", orjson.loads)
     if not is_sqlite(url):
         options.setdefault("pool_size", 10)
         options.setdefault("pool_pre_ping", True)

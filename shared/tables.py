@@ -94,7 +94,7 @@ funnel_entries = Table(
     Column("disqualified", Boolean, nullable=False),
     Column("step_values", JSON, nullable=False),
     Index(None, "funnel_id", "t0_us"),
-    Index(None, "funnel_id", "person_id"),
+    Index(None, "funnel_id", "person_id", "t0_us"),
 )
 
 funnel_touches = Table(
@@ -107,7 +107,7 @@ funnel_touches = Table(
     Column("seq", Integer, nullable=False),
     Column("values", JSON, nullable=False),
     Index(None, "funnel_id", "ts_us"),
-    Index(None, "funnel_id", "person_id"),
+    Index(None, "funnel_id", "person_id", "ts_us"),
 )
 
 consumer_offsets = Table(

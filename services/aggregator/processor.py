@@ -87,6 +87,12 @@ class Processor:
         async with self._sessions.begin() as session:
             return await repository.delete_events_before(session, self._horizon_us())
 
+    async def refresh_statistics(self) -> None:
+        async with self._sessions.begin() as session:
+            analyzed = await repository.analyze_if_stale(session)
+        if analyzed:
+            log.info("analyzed %s", ", ".join(analyzed))
+
     async def backfill_step(self, limit: int) -> bool:
         """Recompute the next persons of one funnel being backfilled; False if none is."""
         async with self._sessions.begin() as session:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,9 +98,11 @@ async def person_events(
         ).where(
             events.c.project_id == project_id,
             events.c.person_id.in_(people[i : i + CHUNK]),
-            events.c.ts_us >= since_us,
         )
+        # The time bound is applied here, not in SQL, for the reason given in _delete_since.
         for r in await session.execute(stmt):
+            if r.ts_us < since_us:
+                continue
             found[r.person_id].append(
                 PersonEvent(r.event_id, r.ts_us, r.name, r.properties, r.context)
             )
@@ -151,22 +153,11 @@ async def replace_progress(
 ) -> None:
     """Replace these persons' entries (t0 >= since) and touches in one funnel."""
     people = sorted(progress)
-    for i in range(0, len(people), CHUNK):
-        chunk = people[i : i + CHUNK]
-        await session.execute(
-            delete(funnel_entries).where(
-                funnel_entries.c.funnel_id == funnel_id,
-                funnel_entries.c.person_id.in_(chunk),
-                funnel_entries.c.t0_us >= since_us,
+    for table, time_column in ((funnel_entries, "t0_us"), (funnel_touches, "ts_us")):
+        for i in range(0, len(people), CHUNK):
+            await _delete_since(
+                session, table, time_column, funnel_id, people[i : i + CHUNK], since_us
             )
-        )
-        await session.execute(
-            delete(funnel_touches).where(
-                funnel_touches.c.funnel_id == funnel_id,
-                funnel_touches.c.person_id.in_(chunk),
-                funnel_touches.c.ts_us >= since_us,
-            )
-        )
     entry_rows = [
         {
             "funnel_id": funnel_id,
@@ -195,6 +186,29 @@ async def replace_progress(
         await session.execute(funnel_entries.insert(), entry_rows)
     if touch_rows:
         await session.execute(funnel_touches.insert(), touch_rows)
+
+
+async def _delete_since(
+    session: AsyncSession,
+    table: Any,
+    time_column: str,
+    funnel_id: str,
+    people: list[str],
+    since_us: int,
+) -> None:
+    """Delete these persons' rows from ``since_us`` on, found by (funnel, person) alone.
+
+    The time bound is applied here rather than in SQL: with it in the WHERE clause, PostgreSQL
+    with young statistics chose the (funnel, time) index and scanned the whole funnel.
+    """
+    found = await session.execute(
+        select(table.c.id, table.c[time_column]).where(
+            table.c.funnel_id == funnel_id, table.c.person_id.in_(people)
+        )
+    )
+    doomed = [row_id for row_id, at in found if at >= since_us]
+    if doomed:
+        await session.execute(delete(table).where(table.c.id.in_(doomed)))
 
 
 async def backfill_persons(session: AsyncSession, funnel: ActiveFunnel, limit: int) -> list[str]:
@@ -228,6 +242,32 @@ async def advance_backfill(
 async def delete_events_before(session: AsyncSession, horizon_us: int) -> int:
     result: Any = await session.execute(delete(events).where(events.c.ts_us < horizon_us))
     return int(result.rowcount or 0)
+
+
+HOT_TABLES = ("events", "funnel_entries", "funnel_touches")
+
+
+async def analyze_if_stale(session: AsyncSession) -> list[str]:
+    """ANALYZE hot tables whose statistics lag far behind their size (PostgreSQL only).
+
+    Autovacuum catches up within minutes; until then a young, fast-growing table has
+    statistics that make the planner scan a whole funnel instead of looking persons up.
+    """
+    if not _is_postgres(session):
+        return []
+    rows = await session.execute(
+        text(
+            "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+            " WHERE s.relname = ANY(:tables)"
+            " AND s.n_mod_since_analyze > 1000 + 0.2 * GREATEST(c.reltuples, 0)"
+        ),
+        {"tables": list(HOT_TABLES)},
+    )
+    found = {name for (name,) in rows}
+    stale = [name for name in HOT_TABLES if name in found]  # only our own, known names
+    for name in stale:
+        await session.execute(text(f"ANALYZE {name}"))
+    return stale
 
 
 async def load_offsets(

@@ -62,7 +62,7 @@ async def consume(
     processor: Processor, source: Source, settings: AggregatorSettings, stop: asyncio.Event
 ) -> None:
     """Apply batches as they come; backfill when idle and at least once a second when busy."""
-    due = {"lag": 0.0, "backfill": 0.0, "purge": 0.0}
+    due = {"lag": 0.0, "backfill": 0.0, "purge": 0.0, "statistics": 0.0}
     while not stop.is_set():
         records = await asyncio.to_thread(source.poll)
         if records:
@@ -81,6 +81,9 @@ async def consume(
         if now >= due["purge"]:
             due["purge"] = now + 3600
             await processor.purge_expired()
+        if now >= due["statistics"]:
+            due["statistics"] = now + 15
+            await processor.refresh_statistics()
         if now >= due["lag"]:
             due["lag"] = now + 5
             for (_, partition), lag in (await asyncio.to_thread(source.lag)).items():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import func, select
 
+from services.aggregator import repository
 from services.aggregator.processor import Processor
 from services.aggregator.repository import StaleOffsets
 from services.aggregator.source import SourceRecord
@@ -153,3 +156,19 @@ async def test_retention_expires_old_events_and_keeps_older_entries(sessions):
     assert await reached(sessions, funnel_id) == {"p": [2, 1]}
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(events)) == 1
+
+
+async def test_young_tables_get_their_statistics_refreshed(sessions, database_url, processor):
+    batch = [canonical(f"p{i}", "a", T0 + i) for i in range(1500)]
+    await processor.apply(records(batch), {})
+    expected = ["events"] if database_url.startswith("postgresql") else []
+    first: list[str] = []
+    for _ in range(40):  # PostgreSQL publishes table statistics within about a second
+        async with sessions.begin() as session:
+            first = await repository.analyze_if_stale(session)
+        if first == expected:
+            break
+        await asyncio.sleep(0.1)
+    async with sessions.begin() as session:
+        second = await repository.analyze_if_stale(session)
+    assert (first, second) == (expected, [])
