@@ -67,6 +67,7 @@ class Step:
     name: str
     target_rate: float | None = None
     win_probability: float | None = None
+    rate_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,7 @@ def definition_from_doc(doc: Mapping[str, Any]) -> FunnelDefinition:
             name=s.get("name") or s.get("event") or f"step {i + 1}",
             target_rate=s.get("target_rate"),
             win_probability=s.get("win_probability"),
+            rate_name=s.get("rate_name"),
         )
         for i, s in enumerate(doc["steps"])
     )

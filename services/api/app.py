@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api import funnels_routes, metrics
+from services.api import analysis_routes, funnels_routes, metrics
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
 
@@ -54,6 +54,7 @@ def create_app(
         description="Funnels as resources, reports, trends, forecasts and plans.",
     )
     app.mount("/metrics", make_asgi_app())
+    app.include_router(analysis_routes.router)
     app.include_router(funnels_routes.router)
 
     @app.get("/healthz")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -13,7 +13,7 @@ from services.api.auth import Admin, Reader
 from services.api.report import Breakdown, FunnelReport, Window, funnel_report
 from services.api.schemas import FunnelIn, FunnelPatch
 from shared.events import format_time, from_micros, to_micros
-from shared.funnel import definition_from_doc
+from shared.funnel import Entry, FunnelDefinition, definition_from_doc
 from shared.keys import now_us
 
 router = APIRouter(prefix="/v1/funnels", tags=["funnels"])
@@ -133,28 +133,15 @@ async def report(
     step: Annotated[int, Query(ge=1, le=32)] = 1,
 ) -> dict[str, Any]:
     """Persons per step, conversion, drop-off, in progress and time between steps."""
-    row = await _require(request, grant.project_id, funnel_id)
+    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
+    row, definition, window = inputs.row, inputs.definition, inputs.window
     settings = request.app.state.api.settings
-    now = datetime.now(UTC)
-    end = parse_instant("to", to, now)
-    start = parse_instant("from", from_, end - timedelta(days=settings.default_range_days))
-    if start > end:
-        raise HTTPException(400, "from: must not be after to")
-    definition = definition_from_doc(row.definition)
     chosen = None
     if breakdown is not None:
-        if breakdown not in definition.breakdowns and attribution != "step":
-            raise HTTPException(
-                400, f"breakdown: {breakdown!r} is not among the funnel's breakdowns"
-            )
-        if attribution == "step" and breakdown not in definition.tracked_properties:
-            raise HTTPException(400, f"breakdown: {breakdown!r} is not tracked by the funnel")
-        if step > len(definition.steps):
-            raise HTTPException(400, f"step: the funnel has {len(definition.steps)} steps")
-        chosen = Breakdown(breakdown, attribution, step, settings.breakdown_limit)
-    window = Window(to_micros(start), to_micros(end), now_us())
+        chosen = choose_breakdown(
+            definition, breakdown, attribution, step, settings.breakdown_limit
+        )
     async with _sessions(request)() as session:
-        entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
         touches = (
             await repository.touches_in_range(session, funnel_id, window.start, window.end)
             if chosen and attribution != "step"
@@ -165,6 +152,8 @@ async def report(
             if row.backfill_done
             else await repository.project_persons(session, grant.project_id)
         )
+    entries = inputs.entries
+    start, end = inputs.start, inputs.end
     mode = count or row.definition.get("count", "uniques")
     result = funnel_report(definition, entries, window, mode, chosen, touches)
     return {
@@ -177,12 +166,61 @@ async def report(
             "persons_done": row.backfill_persons,
             "persons_total": persons,
         },
-        **_report_body(result, chosen),
+        **_report_body(result, chosen, definition),
     }
 
 
-def _report_body(result: FunnelReport, chosen: Breakdown | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Inputs:
+    """What every analysis of one funnel over one range of entries starts from."""
+
+    row: repository.FunnelRow
+    definition: FunnelDefinition
+    start: datetime
+    end: datetime
+    window: Window
+    entries: dict[str, list[Entry]]
+
+
+async def load_inputs(
+    request: Request, project_id: str, funnel_id: str, from_: str | None, to: str | None
+) -> Inputs:
+    row = await _require(request, project_id, funnel_id)
+    settings = request.app.state.api.settings
+    end = parse_instant("to", to, datetime.now(UTC))
+    start = parse_instant("from", from_, end - timedelta(days=settings.default_range_days))
+    if start > end:
+        raise HTTPException(400, "from: must not be after to")
+    window = Window(to_micros(start), to_micros(end), now_us())
+    async with _sessions(request)() as session:
+        entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
+    return Inputs(row, definition_from_doc(row.definition), start, end, window, entries)
+
+
+def choose_breakdown(
+    definition: FunnelDefinition, prop: str, attribution: Any, step: int, limit: int
+) -> Breakdown:
+    if attribution == "step":
+        if prop not in definition.tracked_properties:
+            raise HTTPException(400, f"breakdown: {prop!r} is not tracked by the funnel")
+    elif prop not in definition.breakdowns:
+        raise HTTPException(400, f"breakdown: {prop!r} is not among the funnel's breakdowns")
+    if step > len(definition.steps):
+        raise HTTPException(400, f"step: the funnel has {len(definition.steps)} steps")
+    return Breakdown(prop, attribution, step, limit)
+
+
+def _report_body(
+    result: FunnelReport, chosen: Breakdown | None, definition: FunnelDefinition
+) -> dict[str, Any]:
     body: dict[str, Any] = {"steps": [asdict(s) for s in result.steps]}
+    named = {}
+    for shown, step, computed in zip(body["steps"], definition.steps, result.steps, strict=True):
+        shown["rate_name"] = step.rate_name
+        shown["target_rate"] = step.target_rate
+        if step.rate_name:
+            named[step.rate_name] = computed.conversion_from_previous
+    body["named_rates"] = named
     first, last = result.steps[0].persons, result.steps[-1].persons
     body["overall_conversion"] = last / first if first else None
     if chosen is not None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from shared.funnel import (
     DEFAULT_WINDOW_S,
@@ -41,8 +42,9 @@ class StepIn(Strict):
     event: Name | None = Field(None, description="Event name; null matches any event.")
     where: list[ConditionIn] = Field(default_factory=list, max_length=20)
     name: Name | None = None
-    target_rate: Rate | None = None
-    win_probability: Rate | None = None
+    target_rate: Rate | None = Field(None, description="Target conversion from the previous step.")
+    win_probability: Rate | None = Field(None, description="Chance an entry here is won.")
+    rate_name: Name | None = Field(None, description="What the step's rate is called.")
 
 
 class ExclusionIn(Strict):
@@ -50,6 +52,29 @@ class ExclusionIn(Strict):
     where: list[ConditionIn] = Field(default_factory=list, max_length=20)
     from_step: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 1
     to_step: Annotated[int, Field(ge=2, le=MAX_STEPS)] | None = None
+
+
+class RemarketingRuleIn(Strict):
+    """Notify when a person reached ``from_step`` but not ``goal_step`` after a while."""
+
+    name: Name
+    from_step: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 1
+    goal_step: Annotated[int, Field(ge=2, le=MAX_STEPS)] | None = None
+    after_seconds: Annotated[int, Field(ge=60, le=MAX_WINDOW_S)]
+    repeat_every_seconds: Annotated[int, Field(ge=60, le=MAX_WINDOW_S)] | None = None
+    until_seconds: Annotated[int, Field(ge=60, le=MAX_WINDOW_S)] | None = None
+    grace_seconds: Annotated[int, Field(ge=0, le=7 * 86_400)] = 4 * 3600
+
+
+def _known_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+    return name
+
+
+TimeZone = Annotated[str, AfterValidator(_known_zone)]
 
 
 class FunnelIn(Strict):
@@ -65,10 +90,17 @@ class FunnelIn(Strict):
         default_factory=list, max_length=10
     )
     value_property: Name | None = None
+    timezone: TimeZone = Field("UTC", description="IANA zone for day boundaries of trends.")
+    remarketing: list[RemarketingRuleIn] = Field(default_factory=list, max_length=10)
 
     @model_validator(mode="after")
-    def _exclusions_fit(self) -> FunnelIn:
+    def _steps_fit(self) -> FunnelIn:
         n = len(self.steps)
+        for i, rule in enumerate(self.remarketing):
+            goal = rule.goal_step or n
+            if not rule.from_step < goal <= n:
+                raise ValueError(f"remarketing.{i}: need 1 <= from_step < goal_step <= {n}")
+            rule.goal_step = goal
         for i, x in enumerate(self.exclusions):
             to_step = x.to_step or n
             if not x.from_step < to_step <= n:
@@ -88,5 +120,23 @@ class FunnelPatch(Strict):
     order: Literal["ordered", "strict", "any"] | None = None
     count: Literal["uniques", "totals"] | None = None
     exclusions: list[ExclusionIn] | None = None
+    breakdowns: list[str] | None = None
+    value_property: Name | None = None
+    timezone: TimeZone | None = None
+    remarketing: list[RemarketingRuleIn] | None = None
+
+
+TemplateId = Literal["aida", "search_marketing", "ecommerce", "product_growth", "b2b_pipeline"]
+
+
+class FromTemplate(Strict):
+    """Create a funnel from a template; ``events`` renames the template's step events."""
+
+    template: TemplateId
+    name: Name | None = None
+    events: list[Name | None] | None = Field(
+        None, description="Your event name per step, in order (null keeps the template's)."
+    )
+    window_seconds: Annotated[int, Field(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] | None = None
     breakdowns: list[str] | None = None
     value_property: Name | None = None

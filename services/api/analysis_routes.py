@@ -1,0 +1,243 @@
+"""Routes for templates, trends, forecast, plans, diagnosis and the chart."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import Field, model_validator
+
+from services.api import analysis, repository
+from services.api.auth import Admin, Reader
+from services.api.chart import funnel_svg
+from services.api.funnels_routes import _require, _view, choose_breakdown, load_inputs
+from services.api.report import counted_entries, funnel_report, step_reports
+from services.api.schemas import FromTemplate, FunnelIn, Strict
+from services.api.templates import TEMPLATES, template_definition
+from shared.events import format_time
+
+router = APIRouter(tags=["analysis"])
+From = Annotated[str | None, Query(alias="from", description="Entries from (incl.)")]
+To = Annotated[str | None, Query(description="Entries until (excl.); default now")]
+Count = Literal["uniques", "totals"] | None
+
+
+@router.get("/v1/funnel-templates")
+async def list_templates(_grant: Reader) -> dict[str, Any]:
+    """The ready funnel models, with the re-marketing rules they propose."""
+    return {
+        "templates": [
+            {
+                "id": tid,
+                "title": t["title"],
+                "description": t["description"],
+                **template_definition(tid),
+            }
+            for tid, t in TEMPLATES.items()
+        ]
+    }
+
+
+@router.post("/v1/funnels/from-template", status_code=201)
+async def create_from_template(
+    body: FromTemplate, request: Request, grant: Admin
+) -> dict[str, Any]:
+    doc = template_definition(body.template)
+    if body.events is not None:
+        if len(body.events) != len(doc["steps"]):
+            raise HTTPException(422, f"events: the template has {len(doc['steps'])} steps")
+        for step, event in zip(doc["steps"], body.events, strict=True):
+            step["event"] = event or step["event"]
+    overrides = body.model_dump(exclude_unset=True, exclude={"template", "events"})
+    definition = FunnelIn.model_validate({**doc, **overrides}).model_dump()
+    definition["template"] = body.template
+    async with request.app.state.api.sessions.begin() as session:
+        funnel_id = await repository.create_funnel(session, grant.project_id, definition)
+    return _view(await _require(request, grant.project_id, funnel_id))
+
+
+@router.get("/v1/funnels/{funnel_id}/trends")
+async def trends(
+    funnel_id: str,
+    request: Request,
+    grant: Reader,
+    from_: From = None,
+    to: To = None,
+    interval: Literal["day", "week", "month"] = "day",
+    count: Count = None,
+) -> dict[str, Any]:
+    """Conversion per entry cohort (day, week or month in the funnel's time zone)."""
+    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
+    zone = ZoneInfo(inputs.row.definition.get("timezone") or "UTC")
+    bounds = list(analysis.cohort_bounds(inputs.start, inputs.end, interval, zone))
+    if len(bounds) > 1000:
+        raise HTTPException(400, "interval: more than 1,000 cohorts; widen it or narrow the range")
+    mode = count or inputs.row.definition.get("count", "uniques")
+    cohorts = analysis.trends(inputs.definition, inputs.entries, bounds, inputs.window.now, mode)
+    return {
+        "funnel": {"id": inputs.row.id, "name": inputs.row.name},
+        "interval": interval,
+        "timezone": str(zone),
+        "count": mode,
+        "cohorts": [
+            {
+                "start": c.start.isoformat(),
+                "end": c.end.isoformat(),
+                "complete": c.complete,
+                "entrances": c.steps[0].persons,
+                "conversions": c.steps[-1].persons,
+                "overall_conversion": (
+                    c.steps[-1].persons / c.steps[0].persons if c.steps[0].persons else None
+                ),
+                "persons": [s.persons for s in c.steps],
+            }
+            for c in cohorts
+        ],
+    }
+
+
+@router.get("/v1/funnels/{funnel_id}/forecast")
+async def forecast(
+    funnel_id: str,
+    request: Request,
+    grant: Reader,
+    from_: From = None,
+    to: To = None,
+    count: Count = "totals",
+) -> dict[str, Any]:
+    """Weighted pipeline: value x win probability of the reached step, over open entries."""
+    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
+    counted = counted_entries(inputs.entries, count or "totals")
+    stages = analysis.forecast(inputs.definition, counted, inputs.window.now)
+    return {
+        "funnel": {"id": inputs.row.id, "name": inputs.row.name},
+        "value_property": inputs.definition.value_property,
+        "weighted_value": sum(s.weighted_value for s in stages),
+        "open_value": sum(s.value for s in stages),
+        "open_entries": sum(s.open_entries for s in stages),
+        "stages": [asdict(s) for s in stages],
+    }
+
+
+class PlanIn(Strict):
+    """A goal per period; rates default to those measured over the range (from, to)."""
+
+    period: Literal["year", "quarter", "month", "week", "day"] = "year"
+    target_conversions: Annotated[float, Field(gt=0)] | None = None
+    target_value: Annotated[float, Field(gt=0)] | None = None
+    average_value: Annotated[float, Field(gt=0)] | None = None
+    overall_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    step_rates: list[Annotated[float, Field(gt=0, le=1)]] | None = None
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+
+    @model_validator(mode="after")
+    def _has_target(self) -> PlanIn:
+        if (self.target_conversions is None) == (self.target_value is None):
+            raise ValueError("target_conversions or target_value: give exactly one")
+        return self
+
+
+@router.post("/v1/funnels/{funnel_id}/plan")
+async def make_plan(
+    funnel_id: str, body: PlanIn, request: Request, grant: Reader
+) -> dict[str, Any]:
+    """Pipeline balance: entrances per period and persons per step needed for a goal."""
+    inputs = await load_inputs(request, grant.project_id, funnel_id, body.from_, body.to)
+    n = len(inputs.definition.steps)
+    measured = step_reports(
+        inputs.definition, counted_entries(inputs.entries, "uniques"), inputs.window.now
+    )
+    if body.step_rates is not None:
+        if len(body.step_rates) != n - 1:
+            raise HTTPException(422, f"step_rates: need {n - 1} rates for {n} steps")
+        rates, source = list(body.step_rates), "given"
+    elif body.overall_rate is not None:
+        rates, source = [body.overall_rate] + [1.0] * (n - 2), "given overall"
+    else:
+        rates = [s.conversion_from_previous or 0.0 for s in measured[1:]]
+        source = "measured"
+    average = body.average_value
+    if average is None and body.target_value is not None:
+        average = measured[-1].value_average
+        if average is None:
+            raise HTTPException(
+                422,
+                "average_value: none given and none measured (no value property or no conversions)",
+            )
+    try:
+        result = analysis.plan(
+            rates,
+            body.period,
+            target_conversions=body.target_conversions,
+            target_value=body.target_value,
+            average_value=average,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return {
+        "funnel": {"id": inputs.row.id, "name": inputs.row.name},
+        "period": body.period,
+        "rates_source": source,
+        "step_rates": rates,
+        **asdict(result),
+        "steps": [
+            {"step": k + 1, "name": s.name, "persons_needed": result.persons_per_step[k]}
+            for k, s in enumerate(inputs.definition.steps)
+        ],
+    }
+
+
+@router.get("/v1/funnels/{funnel_id}/diagnosis")
+async def diagnosis(
+    funnel_id: str,
+    request: Request,
+    grant: Reader,
+    from_: From = None,
+    to: To = None,
+    breakdown: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Steps ranked by loss and by gap to target, the bottleneck, best and worst groups."""
+    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
+    definition, window = inputs.definition, inputs.window
+    prop = breakdown or (definition.breakdowns[0] if definition.breakdowns else None)
+    chosen = choose_breakdown(definition, prop, "first_touch", 1, 1000) if prop else None
+    touches = None
+    if chosen is not None:
+        async with request.app.state.api.sessions() as session:
+            touches = await repository.touches_in_range(
+                session, funnel_id, window.start, window.end
+            )
+    report = funnel_report(definition, inputs.entries, window, "uniques", chosen, touches)
+    result = analysis.diagnose(definition, report)
+    return {
+        "funnel": {"id": inputs.row.id, "name": inputs.row.name},
+        "from": format_time(inputs.start),
+        "to": format_time(inputs.end),
+        "bottleneck": asdict(result.bottleneck) if result.bottleneck else None,
+        "by_loss": [asdict(t) for t in result.by_loss],
+        "by_gap_to_target": [asdict(t) for t in result.by_gap],
+        "breakdown": prop,
+        "best_group": asdict(result.best_group) if result.best_group else None,
+        "worst_group": asdict(result.worst_group) if result.worst_group else None,
+    }
+
+
+@router.get("/v1/funnels/{funnel_id}/chart.svg", response_class=Response)
+async def chart(
+    funnel_id: str,
+    request: Request,
+    grant: Reader,
+    from_: From = None,
+    to: To = None,
+    count: Count = None,
+) -> Response:
+    """The funnel as an SVG picture: a bar per step with persons and rates."""
+    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
+    mode = count or inputs.row.definition.get("count", "uniques")
+    report = funnel_report(inputs.definition, inputs.entries, inputs.window, mode)
+    subtitle = f"{inputs.start.date()} to {inputs.end.date()}, {mode}"
+    svg = funnel_svg(inputs.row.name, subtitle, report.steps)
+    return Response(svg, media_type="image/svg+xml")
