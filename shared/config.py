@@ -21,3 +21,8 @@ class CommonSettings(BaseSettings):
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
     )
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    webhook_allowed_networks: str = Field(
+        "",
+        validation_alias=AliasChoices("WEBHOOK_ALLOWED_NETWORKS", "webhook_allowed_networks"),
+        description="CIDRs webhooks may target even though they are not public addresses.",
+    )

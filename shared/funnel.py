@@ -83,6 +83,30 @@ class Exclusion:
 
 
 @dataclass(frozen=True, slots=True)
+class RemarketingRule:
+    """Notify when an entry reached ``from_step`` but the person not ``goal_step`` after a while.
+
+    Occurrence k is due ``after_s + k * repeat_every_s`` after the entry reached from_step,
+    for as long as that offset stays within ``until_s`` (only k = 0 without repeats).
+    """
+
+    name: str
+    from_step: int
+    goal_step: int
+    after_s: int
+    repeat_every_s: int | None = None
+    until_s: int | None = None
+    grace_s: int = 4 * 3600
+    created_at_us: int = 0
+
+    def offsets_s(self) -> tuple[int, ...]:
+        if not self.repeat_every_s:
+            return (self.after_s,)
+        limit = self.until_s if self.until_s is not None else self.after_s
+        return tuple(range(self.after_s, limit + 1, self.repeat_every_s))
+
+
+@dataclass(frozen=True, slots=True)
 class FunnelDefinition:
     steps: tuple[Step, ...]
     window_s: int = DEFAULT_WINDOW_S
@@ -90,6 +114,7 @@ class FunnelDefinition:
     exclusions: tuple[Exclusion, ...] = ()
     breakdowns: tuple[str, ...] = ()
     value_property: str | None = None
+    remarketing: tuple[RemarketingRule, ...] = ()
 
     @property
     def window_us(self) -> int:
@@ -212,6 +237,19 @@ def definition_from_doc(doc: Mapping[str, Any]) -> FunnelDefinition:
         exclusions=exclusions,
         breakdowns=tuple(doc.get("breakdowns") or ()),
         value_property=doc.get("value_property"),
+        remarketing=tuple(
+            RemarketingRule(
+                name=r["name"],
+                from_step=int(r.get("from_step", 1)),
+                goal_step=int(r.get("goal_step") or len(steps)),
+                after_s=int(r["after_seconds"]),
+                repeat_every_s=r.get("repeat_every_seconds"),
+                until_s=r.get("until_seconds"),
+                grace_s=int(r.get("grace_seconds", 4 * 3600)),
+                created_at_us=int(r.get("created_at_us", 0)),
+            )
+            for r in doc.get("remarketing") or ()
+        ),
     )
 
 

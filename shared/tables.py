@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -131,4 +132,97 @@ dead_letters = Table(
     Column("payload", LargeBinary),
     Column("reason", Text, nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
+)
+
+remarketing_timers = Table(
+    "remarketing_timers",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("funnel_id", String(36), ForeignKey("funnels.id", ondelete="CASCADE"), nullable=False),
+    Column("person_id", String(256), nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("entry_t0_us", BigInteger, nullable=False),
+    Column("occurrence", Integer, nullable=False),
+    Column("due_us", BigInteger, nullable=False),
+    Column("fire_at_us", BigInteger, nullable=False),  # due plus the rule's grace period
+    Column("status", String(16), nullable=False),  # pending | fired | skipped
+    Column("updated_at_us", BigInteger, nullable=False),
+    UniqueConstraint(
+        "funnel_id",
+        "person_id",
+        "rule",
+        "entry_t0_us",
+        "occurrence",
+        name="uq_remarketing_timers_key",
+    ),
+    Index(None, "status", "fire_at_us"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event_types", JSON, nullable=False),
+    Column("funnel_id", String(36), ForeignKey("funnels.id", ondelete="CASCADE")),
+    Column("secret", String(128), nullable=False),
+    Column("previous_secret", String(128)),
+    Column("previous_secret_until_us", BigInteger),
+    Column("disabled_at_us", BigInteger),
+    Column("disabled_reason", Text),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+    Index(None, "project_id"),
+)
+
+webhook_messages = Table(
+    "webhook_messages",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the webhook-id receivers deduplicate by
+    Column("project_id", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("funnel_id", String(36)),
+    Column("payload", JSON, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("message_id", String(64), ForeignKey("webhook_messages.id"), nullable=False),
+    Column(
+        "endpoint_id",
+        String(36),
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed | disabled
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("last_status_code", Integer),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+    UniqueConstraint("message_id", "endpoint_id"),
+    Index(None, "status", "next_attempt_us"),
+    Index(None, "endpoint_id", "created_at_us"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column(
+        "delivery_id",
+        String(36),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempted_at_us", BigInteger, nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Integer, nullable=False),
+    Column("response", Text),
+    Column("error", Text),
+    Index(None, "delivery_id"),
 )

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.funnel import Entry, FunnelDefinition, Touch, lookup, text_or_none
+from shared.funnel import US, Entry, FunnelDefinition, Touch, lookup, text_or_none
 
 NO_STEP = 1 << 30
 
@@ -31,11 +31,23 @@ class PersonEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Timer:
+    """One re-marketing occurrence for one entry: due at ``due_us`` unless ``cancelled``."""
+
+    rule: str
+    entry_t0: int
+    occurrence: int
+    due_us: int
+    cancelled: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PersonProgress:
-    """Everything the reports need about one person in one funnel."""
+    """Everything the reports and re-marketing need about one person in one funnel."""
 
     entries: tuple[Entry, ...]
     touches: tuple[Touch, ...]
+    timers: tuple[Timer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +66,8 @@ def evaluate(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> Per
         if 0 in matched:
             used = open_entry(definition, ordered, i)
             entries.append(_entry(definition, ordered, used))
-    return PersonProgress(tuple(entries), _touches(definition, ordered))
+    timers = _timers(definition, ordered, entries)
+    return PersonProgress(tuple(entries), _touches(definition, ordered), timers)
 
 
 def _order(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> _Ordered:
@@ -143,6 +156,36 @@ def _touches(definition: FunnelDefinition, o: _Ordered) -> tuple[Touch, ...]:
         if any(v is not None for v in values.values()):
             touches.append(Touch(e.ts, seq, values))
     return tuple(touches)
+
+
+def _timers(
+    definition: FunnelDefinition, o: _Ordered, entries: Sequence[Entry]
+) -> tuple[Timer, ...]:
+    """Occurrences of every rule for every clean entry that reached the rule's from_step.
+
+    An occurrence is cancelled when the person did the goal step's event at or after the
+    entry reached from_step and no later than the occurrence's due time (window or not).
+    """
+    timers = []
+    for rule in definition.remarketing:
+        goal = definition.steps[rule.goal_step - 1].matcher
+        for entry in entries:
+            if entry.disqualified or entry.reached < rule.from_step:
+                continue
+            since = entry.step_times[rule.from_step - 1]
+            goal_at = next(
+                (
+                    e.ts
+                    for e in o.events
+                    if e.ts >= since and goal.matches(e.name, e.properties, e.context)
+                ),
+                None,
+            )
+            for k, offset in enumerate(rule.offsets_s()):
+                due = since + offset * US
+                cancelled = goal_at is not None and goal_at <= due
+                timers.append(Timer(rule.name, entry.t0, k, due, cancelled))
+    return tuple(timers)
 
 
 def _prop(e: PersonEvent, path: str) -> Any:

@@ -29,3 +29,17 @@ LAST_EVENT_TIME = Gauge(
 BACKFILL_PERSONS = Counter(
     "funnel_aggregator_backfill_persons_total", "Persons recomputed by funnel backfills."
 )
+REMARKETING = Counter(
+    "funnel_remarketing_triggers_total",
+    "Re-marketing timers handled when due, by outcome (fired, skipped).",
+    ["funnel", "rule", "outcome"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "funnel_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (delivered, retry, failed, disabled, refused).",
+    ["outcome"],
+)
+WEBHOOK_PENDING = Gauge("funnel_webhook_pending", "Webhook deliveries waiting to be sent.")
+WEBHOOK_SECONDS = Histogram(
+    "funnel_webhook_delivery_duration_seconds", "Time for one webhook HTTP attempt."
+)

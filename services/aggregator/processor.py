@@ -103,7 +103,9 @@ class Processor:
             horizon = self._horizon_us()
             history = await repository.person_events(session, funnel.project_id, persons, horizon)
             progress = {p: evaluate(funnel.definition, history.get(p, ())) for p in persons}
-            await repository.replace_progress(session, funnel.id, progress, horizon)
+            await repository.replace_progress(
+                session, funnel.id, progress, horizon, _graces(funnel)
+            )
             cursor = persons[-1] if persons else funnel.backfill_cursor
             await repository.advance_backfill(
                 session, funnel.id, cursor, len(persons), done=len(persons) < limit
@@ -133,4 +135,10 @@ async def recompute(
                 for p in people
                 if funnel.covers(p)
             }
-            await repository.replace_progress(session, funnel.id, progress, horizon_us)
+            await repository.replace_progress(
+                session, funnel.id, progress, horizon_us, _graces(funnel)
+            )
+
+
+def _graces(funnel: repository.ActiveFunnel) -> dict[str, int]:
+    return {rule.name: rule.grace_s for rule in funnel.definition.remarketing}

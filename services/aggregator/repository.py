@@ -26,6 +26,7 @@ from shared.tables import (
     funnel_entries,
     funnel_touches,
     funnels,
+    remarketing_timers,
 )
 
 CHUNK = 500
@@ -150,8 +151,12 @@ async def replace_progress(
     funnel_id: str,
     progress: Mapping[str, PersonProgress],
     since_us: int,
+    grace_s: Mapping[str, int] | None = None,
 ) -> None:
-    """Replace these persons' entries (t0 >= since) and touches in one funnel."""
+    """Replace these persons' entries (t0 >= since), touches and pending re-marketing timers.
+
+    ``grace_s`` maps each re-marketing rule of the funnel to its grace period.
+    """
     people = sorted(progress)
     for table, time_column in ((funnel_entries, "t0_us"), (funnel_touches, "ts_us")):
         for i in range(0, len(people), CHUNK):
@@ -186,6 +191,55 @@ async def replace_progress(
         await session.execute(funnel_entries.insert(), entry_rows)
     if touch_rows:
         await session.execute(funnel_touches.insert(), touch_rows)
+    if grace_s:
+        await _replace_timers(session, funnel_id, progress, since_us, grace_s)
+
+
+async def _replace_timers(
+    session: AsyncSession,
+    funnel_id: str,
+    progress: Mapping[str, PersonProgress],
+    since_us: int,
+    grace_s: Mapping[str, int],
+) -> None:
+    """Pending timers become exactly the live, uncancelled ones; fired ones stay as they are.
+
+    A goal reached (even by a late event) removes the pending occurrences it cancels.
+    """
+    people = sorted(progress)
+    for i in range(0, len(people), CHUNK):
+        await session.execute(
+            delete(remarketing_timers).where(
+                remarketing_timers.c.funnel_id == funnel_id,
+                remarketing_timers.c.person_id.in_(people[i : i + CHUNK]),
+                remarketing_timers.c.status == "pending",
+                remarketing_timers.c.entry_t0_us >= since_us,
+            )
+        )
+    stamp = now_us()
+    rows = [
+        {
+            "funnel_id": funnel_id,
+            "person_id": person,
+            "rule": t.rule,
+            "entry_t0_us": t.entry_t0,
+            "occurrence": t.occurrence,
+            "due_us": t.due_us,
+            "fire_at_us": t.due_us + grace_s.get(t.rule, 0) * 1_000_000,
+            "status": "pending",
+            "updated_at_us": stamp,
+        }
+        for person, p in progress.items()
+        for t in p.timers
+        if not t.cancelled and t.entry_t0 >= since_us
+    ]
+    if rows:
+        await session.execute(
+            _insert(session, remarketing_timers).on_conflict_do_nothing(
+                index_elements=["funnel_id", "person_id", "rule", "entry_t0_us", "occurrence"]
+            ),
+            rows,
+        )
 
 
 async def _delete_since(

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics
+from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.processor import Processor
+from services.aggregator.remarketing import Clock, SystemClock, TimerFirer
 from services.aggregator.repository import StaleOffsets
+from services.aggregator.sender import HttpxSender, Sender
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.source import KafkaSource, Partition, Source
 from shared.db import create_engine, sessionmaker
 from shared.events import EVENTS_TOPIC
 from shared.keys import now_us
+from shared.netguard import parse_networks
 
 log = logging.getLogger(__name__)
 DAY_US = 86_400 * 1_000_000
@@ -51,11 +57,66 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
     )
     log.info("aggregator consuming %s as group %s", EVENTS_TOPIC, settings.group_id)
+    sender = HttpxSender(settings.webhook_timeout_s)
+    clock = SystemClock()
+    background = [
+        asyncio.create_task(fire_timers(sessionmaker(engine), clock, settings, stop)),
+        asyncio.create_task(deliver_webhooks(sessionmaker(engine), sender, clock, settings, stop)),
+    ]
     try:
         await consume(processor, source, settings, stop)
     finally:
+        stop.set()
+        await asyncio.gather(*background, return_exceptions=True)
+        await sender.close()
         await asyncio.to_thread(source.close)
         await engine.dispose()
+
+
+async def fire_timers(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: Clock,
+    settings: AggregatorSettings,
+    stop: asyncio.Event,
+) -> None:
+    firer = TimerFirer(sessions, clock, fire_backfilled=settings.fire_backfilled_timers)
+    while not stop.is_set():
+        try:
+            busy = await firer.fire_due()
+        except Exception:  # a failed round is retried; the timers stay pending
+            log.exception("firing re-marketing timers failed")
+            busy = 0
+        if not busy:
+            await _sleep(stop, settings.timer_interval_s)
+
+
+async def deliver_webhooks(
+    sessions: async_sessionmaker[AsyncSession],
+    sender: Sender,
+    clock: Clock,
+    settings: AggregatorSettings,
+    stop: asyncio.Event,
+) -> None:
+    worker = DeliveryWorker(
+        sessions,
+        sender,
+        clock,
+        allowed_networks=parse_networks(settings.webhook_allowed_networks),
+        batch=settings.webhook_batch,
+    )
+    while not stop.is_set():
+        try:
+            busy = await worker.run_once()
+        except Exception:  # leases expire, so claimed deliveries are retried
+            log.exception("webhook delivery round failed")
+            busy = 0
+        if not busy:
+            await _sleep(stop, settings.webhook_interval_s)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def consume(

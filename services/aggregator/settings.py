@@ -17,3 +17,8 @@ class AggregatorSettings(CommonSettings):
     heartbeat_interval_ms: int = 2_000
     backfill_persons_per_batch: int = 500
     retention_days: int = 400
+    timer_interval_s: float = 1.0
+    fire_backfilled_timers: bool = False
+    webhook_interval_s: float = 0.5
+    webhook_timeout_s: float = 15.0
+    webhook_batch: int = 50

@@ -12,7 +12,13 @@ from pydantic import Field, model_validator
 from services.api import analysis, repository
 from services.api.auth import Admin, Reader
 from services.api.chart import funnel_svg
-from services.api.funnels_routes import _require, _view, choose_breakdown, load_inputs
+from services.api.funnels_routes import (
+    _require,
+    _view,
+    choose_breakdown,
+    load_inputs,
+    stamp_rules,
+)
 from services.api.report import counted_entries, funnel_report, step_reports
 from services.api.schemas import FromTemplate, FunnelIn, Strict
 from services.api.templates import TEMPLATES, template_definition
@@ -53,6 +59,7 @@ async def create_from_template(
     overrides = body.model_dump(exclude_unset=True, exclude={"template", "events"})
     definition = FunnelIn.model_validate({**doc, **overrides}).model_dump()
     definition["template"] = body.template
+    stamp_rules(definition, previous=None)
     async with request.app.state.api.sessions.begin() as session:
         funnel_id = await repository.create_funnel(session, grant.project_id, definition)
     return _view(await _require(request, grant.project_id, funnel_id))

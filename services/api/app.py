@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api import analysis_routes, funnels_routes, metrics
+from services.api import analysis_routes, funnels_routes, metrics, webhooks_routes
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
 
@@ -56,6 +56,7 @@ def create_app(
     app.mount("/metrics", make_asgi_app())
     app.include_router(analysis_routes.router)
     app.include_router(funnels_routes.router)
+    app.include_router(webhooks_routes.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

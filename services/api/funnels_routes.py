@@ -18,7 +18,15 @@ from shared.keys import now_us
 
 router = APIRouter(prefix="/v1/funnels", tags=["funnels"])
 # Fields whose change alters counting, so stored progress must be recomputed.
-COUNTING_FIELDS = ("steps", "window_seconds", "order", "exclusions", "breakdowns", "value_property")
+COUNTING_FIELDS = (
+    "steps",
+    "window_seconds",
+    "order",
+    "exclusions",
+    "breakdowns",
+    "value_property",
+    "remarketing",
+)
 
 
 def _sessions(request: Request) -> Any:
@@ -47,8 +55,9 @@ async def _require(request: Request, project_id: str, funnel_id: str) -> reposit
 @router.post("", status_code=201)
 async def create_funnel(body: FunnelIn, request: Request, grant: Admin) -> dict[str, Any]:
     """Define a funnel; its history is backfilled from stored events."""
+    definition = stamp_rules(body.model_dump(), previous=None)
     async with _sessions(request).begin() as session:
-        funnel_id = await repository.create_funnel(session, grant.project_id, body.model_dump())
+        funnel_id = await repository.create_funnel(session, grant.project_id, definition)
     return _view(await _require(request, grant.project_id, funnel_id))
 
 
@@ -88,6 +97,7 @@ async def _change(
     request: Request, project_id: str, funnel_id: str, definition: dict[str, Any]
 ) -> dict[str, Any]:
     current = await _require(request, project_id, funnel_id)
+    definition = stamp_rules(definition, previous=current.definition)
     recount = any(current.definition.get(f) != definition.get(f) for f in COUNTING_FIELDS)
     async with _sessions(request).begin() as session:
         if recount:
@@ -103,6 +113,17 @@ async def delete_funnel(funnel_id: str, request: Request, grant: Admin) -> Respo
     async with _sessions(request).begin() as session:
         await repository.delete_funnel(session, funnel_id)
     return Response(status_code=204)
+
+
+def stamp_rules(definition: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Record when each re-marketing rule first existed (kept across edits, by name).
+
+    Timers due before their rule existed come from replayed history and are not fired.
+    """
+    known = {r["name"]: r.get("created_at_us") for r in (previous or {}).get("remarketing", [])}
+    for rule in definition.get("remarketing") or []:
+        rule["created_at_us"] = known.get(rule["name"]) or now_us()
+    return definition
 
 
 def parse_instant(name: str, text: str | None, default: datetime) -> datetime:

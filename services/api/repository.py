@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.funnel import Entry, Touch
 from shared.keys import now_us
-from shared.tables import events, funnel_entries, funnel_touches, funnels
+from shared.tables import events, funnel_entries, funnel_touches, funnels, remarketing_timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +84,11 @@ async def redefine_funnel(
     session: AsyncSession, funnel_id: str, definition: dict[str, Any]
 ) -> None:
     """Store a new definition and restart the backfill: stored progress is of the old one."""
+    await session.execute(
+        delete(remarketing_timers).where(
+            remarketing_timers.c.funnel_id == funnel_id, remarketing_timers.c.status == "pending"
+        )
+    )
     await session.execute(delete(funnel_entries).where(funnel_entries.c.funnel_id == funnel_id))
     await session.execute(delete(funnel_touches).where(funnel_touches.c.funnel_id == funnel_id))
     await session.execute(
@@ -111,6 +116,9 @@ async def rename_funnel(session: AsyncSession, funnel_id: str, definition: dict[
 
 
 async def delete_funnel(session: AsyncSession, funnel_id: str) -> None:
+    await session.execute(
+        delete(remarketing_timers).where(remarketing_timers.c.funnel_id == funnel_id)
+    )
     await session.execute(delete(funnel_entries).where(funnel_entries.c.funnel_id == funnel_id))
     await session.execute(delete(funnel_touches).where(funnel_touches.c.funnel_id == funnel_id))
     await session.execute(delete(funnels).where(funnels.c.id == funnel_id))

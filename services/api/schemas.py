@@ -60,10 +60,13 @@ class RemarketingRuleIn(Strict):
     name: Name
     from_step: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 1
     goal_step: Annotated[int, Field(ge=2, le=MAX_STEPS)] | None = None
-    after_seconds: Annotated[int, Field(ge=60, le=MAX_WINDOW_S)]
-    repeat_every_seconds: Annotated[int, Field(ge=60, le=MAX_WINDOW_S)] | None = None
-    until_seconds: Annotated[int, Field(ge=60, le=MAX_WINDOW_S)] | None = None
+    after_seconds: Annotated[int, Field(ge=1, le=MAX_WINDOW_S)]
+    repeat_every_seconds: Annotated[int, Field(ge=1, le=MAX_WINDOW_S)] | None = None
+    until_seconds: Annotated[int, Field(ge=1, le=MAX_WINDOW_S)] | None = None
     grace_seconds: Annotated[int, Field(ge=0, le=7 * 86_400)] = 4 * 3600
+    created_at_us: int | None = Field(
+        None, description="Set by the service when the rule is first stored.", ge=0
+    )
 
 
 def _known_zone(name: str) -> str:
