@@ -65,6 +65,9 @@ class Stack:
             "AGGREGATOR_SESSION_TIMEOUT_MS": "6000",
             "AGGREGATOR_HEARTBEAT_INTERVAL_MS": "1000",
             "LOG_LEVEL": "INFO",
+            "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",  # the tests' receivers are local
+            "AGGREGATOR_TIMER_INTERVAL_S": "0.2",
+            "AGGREGATOR_WEBHOOK_INTERVAL_S": "0.2",
             **self.extra_env,
         }
 
