@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import aggregator, ingest
+from bench import aggregator, ingest, webhooks
 
-SUITES = {"ingest": ingest.main, "aggregator": aggregator.main}
+SUITES = {"ingest": ingest.main, "aggregator": aggregator.main, "webhooks": webhooks.main}
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,11 +83,17 @@ class DeliveryWorker:
         self._allowed = tuple(allowed_networks)
         self._batch = batch
         self._jitter = jitter
+        self._checked: dict[str, tuple[float, str | None]] = {}
 
     async def run_once(self) -> int:
         """Claim, send and record one batch of due deliveries; return how many."""
         claimed = await self._claim()
-        await asyncio.gather(*(self._deliver(c) for c in claimed))
+        if not claimed:
+            return 0
+        answers = await asyncio.gather(*(self._send(c) for c in claimed))
+        async with self._sessions.begin() as session:
+            for c, (answer, refused) in zip(claimed, answers, strict=True):
+                await self._record(session, c, answer, refused)
         return len(claimed)
 
     async def _claim(self) -> list[Claimed]:
@@ -146,22 +153,34 @@ class DeliveryWorker:
             for r in rows
         ]
 
-    async def _deliver(self, claimed: Claimed) -> None:
-        try:
-            await asyncio.to_thread(check_url, claimed.url, self._allowed)
-        except UnsafeUrl as exc:
-            answer = Answer(None, None, "", str(exc), 0.0)
-            await self._record(claimed, answer, refused=True)
-            return
+    async def _send(self, claimed: Claimed) -> tuple[Answer, bool]:
+        """One attempt; the flag says the URL was refused before any request was made."""
+        refusal = await self._refusal(claimed.url)
+        if refusal is not None:
+            return Answer(None, None, "", refusal, 0.0), True
         body = envelope(claimed)
         # The signature carries the real sending time (receivers reject stale timestamps),
         # whatever clock schedules the attempts.
-        at = datetime.now(UTC)
-        answer = await self._sender.post(claimed.url, sign(claimed, body, at), body)
+        answer = await self._sender.post(claimed.url, sign(claimed, body, datetime.now(UTC)), body)
         metrics.WEBHOOK_SECONDS.observe(answer.seconds)
-        await self._record(claimed, answer)
+        return answer, False
 
-    async def _record(self, claimed: Claimed, answer: Answer, refused: bool = False) -> None:
+    async def _refusal(self, url: str) -> str | None:
+        """Why the URL may not be called now (address check cached for a minute), or None."""
+        now = time.monotonic()
+        cached = self._checked.get(url)
+        if cached is None or cached[0] < now:
+            try:
+                await asyncio.to_thread(check_url, url, self._allowed)
+                cached = (now + 60, None)
+            except UnsafeUrl as exc:
+                cached = (now + 60, str(exc))
+            self._checked[url] = cached
+        return cached[1]
+
+    async def _record(
+        self, session: AsyncSession, claimed: Claimed, answer: Answer, refused: bool
+    ) -> None:
         now = self._clock.now_us()
         attempts = claimed.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "last_status_code": answer.status}
@@ -174,27 +193,26 @@ class DeliveryWorker:
             outcome = values["status"] = "failed"
         else:
             outcome = "retry"
-            wait = SCHEDULE_S[attempts - 1] * (1 + random.uniform(-self._jitter, self._jitter))  # noqa: S311
-            wait = max(wait, answer.retry_after_s or 0.0)
+            jitter = random.uniform(-self._jitter, self._jitter)  # noqa: S311 - not security
+            wait = max(SCHEDULE_S[attempts - 1] * (1 + jitter), answer.retry_after_s or 0.0)
             values["next_attempt_us"] = now + int(wait * 1_000_000)
-        async with self._sessions.begin() as session:
-            await session.execute(
-                webhook_attempts.insert().values(
-                    delivery_id=claimed.id,
-                    attempted_at_us=now,
-                    status_code=answer.status,
-                    latency_ms=int(answer.seconds * 1000),
-                    response=answer.body,
-                    error=answer.error,
-                )
+        await session.execute(
+            webhook_attempts.insert().values(
+                delivery_id=claimed.id,
+                attempted_at_us=now,
+                status_code=answer.status,
+                latency_ms=int(answer.seconds * 1000),
+                response=answer.body,
+                error=answer.error,
             )
-            await session.execute(
-                update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == claimed.id)
-                .values(updated_at_us=now, **values)
-            )
-            if gone:
-                await _disable(session, claimed.endpoint_id, now)
+        )
+        await session.execute(
+            update(webhook_deliveries)
+            .where(webhook_deliveries.c.id == claimed.id)
+            .values(updated_at_us=now, **values)
+        )
+        if gone:
+            await _disable(session, claimed.endpoint_id, now)
         metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
 
 
