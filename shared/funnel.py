@@ -155,6 +155,15 @@ class Touch:
     values: Mapping[str, str | None]
 
 
+def entry_value(definition: FunnelDefinition, entry: Entry) -> float | None:
+    """The latest numeric value of the value property along the entry's steps."""
+    if definition.value_property is None:
+        return None
+    numbers = [as_number(v) for v in entry.step_values.get(definition.value_property, ())]
+    known = [n for n in numbers if n is not None]
+    return known[-1] if known else None
+
+
 def lookup(path: str, properties: Mapping[str, Any], context: Mapping[str, Any]) -> Any:
     source: Any = properties
     parts = path.split(".")

@@ -149,7 +149,11 @@ def _touches(definition: FunnelDefinition, o: _Ordered) -> tuple[Touch, ...]:
     if not definition.breakdowns:
         return ()
     touches = []
-    for seq, (e, matched) in enumerate(zip(o.events, o.steps, strict=True)):
+    previous_ts, seq = None, 0
+    for e, matched in zip(o.events, o.steps, strict=True):
+        # seq orders events of the same instant; it stays put when other instants change.
+        seq = seq + 1 if e.ts == previous_ts else 0
+        previous_ts = e.ts
         if not matched:
             continue
         values = {p: text_or_none(_prop(e, p)) for p in definition.breakdowns}

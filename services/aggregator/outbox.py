@@ -79,3 +79,14 @@ async def enqueue(
             rows,
         )
     return len(rows)
+
+
+async def subscribed_types(session: AsyncSession, project_id: str) -> set[str]:
+    """Event types some enabled endpoint of the project listens to."""
+    rows = await session.execute(
+        select(webhook_endpoints.c.event_types).where(
+            webhook_endpoints.c.project_id == project_id,
+            webhook_endpoints.c.disabled_at_us.is_(None),
+        )
+    )
+    return {t for (types,) in rows for t in types}

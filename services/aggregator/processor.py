@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.aggregator import metrics, repository
+from services.aggregator import metrics, outbox, repository
 from services.aggregator.engine import evaluate
 from services.aggregator.source import Partition, SourceRecord
-from shared.events import CanonicalEvent, WireError, to_micros
+from shared.events import CanonicalEvent, WireError, format_time, from_micros, to_micros
+from shared.funnel import entry_value
+from shared.keys import now_us
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +131,58 @@ async def recompute(
         if not mine:
             continue
         history = await repository.person_events(session, project, people, horizon_us)
+        listening = await outbox.subscribed_types(session, project) & STEP_TYPES
         for funnel in mine:
             progress = {
                 p: evaluate(funnel.definition, history.get(p, ()))
                 for p in people
                 if funnel.covers(p)
             }
-            await repository.replace_progress(
+            advances = await repository.replace_progress(
                 session, funnel.id, progress, horizon_us, _graces(funnel)
             )
+            if listening:
+                await _announce(session, funnel, advances, listening)
+
+
+STEP_TYPES = {"funnel.step_reached", "funnel.converted"}
+
+
+async def _announce(
+    session: AsyncSession,
+    funnel: repository.ActiveFunnel,
+    advances: list[repository.Advance],
+    listening: set[str],
+) -> None:
+    """``funnel.step_reached`` per newly reached step, ``funnel.converted`` at the last one.
+
+    Only live processing announces; a backfill replays history silently. The webhook id is
+    derived from funnel, person, entry and step, so a recomputation never announces twice.
+    """
+    steps = funnel.definition.steps
+    stamp = now_us()
+    for a in advances:
+        for k in range(a.before + 1, a.entry.reached + 1):
+            types = ["funnel.step_reached"] + (["funnel.converted"] if k == len(steps) else [])
+            for type_ in (t for t in types if t in listening):
+                payload = {
+                    "project": funnel.project_id,
+                    "funnel": {"id": funnel.id, "name": funnel.name},
+                    "person_id": a.person_id,
+                    "entry_time": format_time(from_micros(a.entry.t0)),
+                    "step": {"step": k, "name": steps[k - 1].name},
+                    "reached_at": format_time(from_micros(a.entry.step_times[k - 1])),
+                    "value": entry_value(funnel.definition, a.entry),
+                }
+                await outbox.enqueue(
+                    session,
+                    project_id=funnel.project_id,
+                    type_=type_,
+                    msg_id=outbox.message_id(type_, funnel.id, a.person_id, a.entry.t0, k),
+                    payload=payload,
+                    funnel_id=funnel.id,
+                    now_us=stamp,
+                )
 
 
 def _graces(funnel: repository.ActiveFunnel) -> dict[str, int]:

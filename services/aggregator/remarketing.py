@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics, outbox
 from shared.events import format_time, from_micros
-from shared.funnel import FunnelDefinition, RemarketingRule, as_number, definition_from_doc
+from shared.funnel import Entry, FunnelDefinition, RemarketingRule, definition_from_doc, entry_value
 from shared.tables import events, funnel_entries, funnels, remarketing_timers
 
 log = logging.getLogger(__name__)
@@ -152,9 +152,9 @@ async def _payload(
     properties: dict[str, Any] = next((p for n, p in opener if first.matches(n, p, {})), {})
     reached = entry.reached if entry else rule.from_step
     value = None
-    if entry and definition.value_property:
-        numbers = [as_number(v) for v in entry.step_values.get(definition.value_property, ())]
-        value = next((n for n in reversed(numbers) if n is not None), None)
+    if entry:
+        values = {k: tuple(v) for k, v in entry.step_values.items()}
+        value = entry_value(definition, Entry(timer["entry_t0_us"], (), False, values))
     return {
         "project": row["project_id"],
         "funnel": {"id": row["id"], "name": row["name"]},

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import and_, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.engine import PersonEvent, PersonProgress
 from shared.events import CanonicalEvent, to_micros
-from shared.funnel import FunnelDefinition, definition_from_doc
+from shared.funnel import Entry, FunnelDefinition, definition_from_doc
 from shared.keys import now_us
 from shared.tables import (
     consumer_offsets,
@@ -37,6 +38,7 @@ PersonKey = tuple[str, str]  # (project_id, person_id)
 class ActiveFunnel:
     id: str
     project_id: str
+    name: str
     definition: FunnelDefinition
     backfill_cursor: str | None
     backfill_done: bool
@@ -113,6 +115,7 @@ async def person_events(
 _FUNNEL_COLUMNS = (
     funnels.c.id,
     funnels.c.project_id,
+    funnels.c.name,
     funnels.c.definition,
     funnels.c.backfill_cursor,
     funnels.c.backfill_done,
@@ -142,8 +145,22 @@ async def lock_pending_backfill(session: AsyncSession) -> ActiveFunnel | None:
 
 def _funnel(r: Any) -> ActiveFunnel:
     return ActiveFunnel(
-        r.id, r.project_id, definition_from_doc(r.definition), r.backfill_cursor, r.backfill_done
+        r.id,
+        r.project_id,
+        r.name,
+        definition_from_doc(r.definition),
+        r.backfill_cursor,
+        r.backfill_done,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """An entry that got further than it was stored: steps ``before + 1 .. after`` are new."""
+
+    person_id: str
+    entry: Entry
+    before: int
 
 
 async def replace_progress(
@@ -152,47 +169,141 @@ async def replace_progress(
     progress: Mapping[str, PersonProgress],
     since_us: int,
     grace_s: Mapping[str, int] | None = None,
-) -> None:
-    """Replace these persons' entries (t0 >= since), touches and pending re-marketing timers.
+) -> list[Advance]:
+    """Make these persons' stored entries (t0 >= since), touches and pending re-marketing
+    timers equal to ``progress``; return the entries that advanced.
 
-    ``grace_s`` maps each re-marketing rule of the funnel to its grace period.
+    Only rows that changed are written: a person with one new event usually changes one
+    entry and adds one touch, however long their history. ``grace_s`` maps each
+    re-marketing rule of the funnel to its grace period.
     """
     people = sorted(progress)
-    for table, time_column in ((funnel_entries, "t0_us"), (funnel_touches, "ts_us")):
-        for i in range(0, len(people), CHUNK):
-            await _delete_since(
-                session, table, time_column, funnel_id, people[i : i + CHUNK], since_us
-            )
-    entry_rows = [
-        {
-            "funnel_id": funnel_id,
-            "person_id": person,
-            "t0_us": e.t0,
-            "reached": e.reached,
-            "step_times": list(e.step_times),
-            "disqualified": e.disqualified,
-            "step_values": {k: list(v) for k, v in e.step_values.items()},
-        }
-        for person, p in progress.items()
-        for e in p.entries
-    ]
-    touch_rows = [
-        {
-            "funnel_id": funnel_id,
-            "person_id": person,
-            "ts_us": t.ts,
-            "seq": t.seq,
-            "values": dict(t.values),
-        }
+    stored_entries, stored_touches = await _stored(session, funnel_id, people, since_us)
+    entries = [(_entry_key(person, e), e) for person, p in progress.items() for e in p.entries]
+    touches = [
+        ((person, t.ts, t.seq, _canonical(dict(t.values))), t)
         for person, p in progress.items()
         for t in p.touches
     ]
-    if entry_rows:
-        await session.execute(funnel_entries.insert(), entry_rows)
-    if touch_rows:
-        await session.execute(funnel_touches.insert(), touch_rows)
+    before = _reached_before(stored_entries)
+    new_entries = _unmatched(entries, stored_entries)
+    new_touches = _unmatched(touches, stored_touches)
+    await _delete_ids(session, funnel_entries, [i for ids in stored_entries.values() for i in ids])
+    await _delete_ids(session, funnel_touches, [i for ids in stored_touches.values() for i in ids])
+    if new_entries:
+        await session.execute(
+            funnel_entries.insert(),
+            [
+                {
+                    "funnel_id": funnel_id,
+                    "person_id": k[0],
+                    "t0_us": e.t0,
+                    "reached": e.reached,
+                    "step_times": list(e.step_times),
+                    "disqualified": e.disqualified,
+                    "step_values": {p: list(v) for p, v in e.step_values.items()},
+                }
+                for k, e in new_entries
+            ],
+        )
+    if new_touches:
+        await session.execute(
+            funnel_touches.insert(),
+            [
+                {
+                    "funnel_id": funnel_id,
+                    "person_id": k[0],
+                    "ts_us": t.ts,
+                    "seq": t.seq,
+                    "values": dict(t.values),
+                }
+                for k, t in new_touches
+            ],
+        )
     if grace_s:
         await _replace_timers(session, funnel_id, progress, since_us, grace_s)
+    return [
+        Advance(k[0], e, before.get((k[0], e.t0), 0))
+        for k, e in new_entries
+        if not e.disqualified and e.reached > before.get((k[0], e.t0), 0)
+    ]
+
+
+EntryKey = tuple[str, int, str, bool, str]
+TouchKey = tuple[str, int, int, str]
+
+
+def _canonical(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _entry_key(person: str, e: Entry) -> EntryKey:
+    values = {p: list(v) for p, v in e.step_values.items()}
+    return (person, e.t0, _canonical(list(e.step_times)), e.disqualified, _canonical(values))
+
+
+async def _stored(
+    session: AsyncSession, funnel_id: str, people: list[str], since_us: int
+) -> tuple[dict[EntryKey, list[int]], dict[TouchKey, list[int]]]:
+    """Ids of these persons' stored rows from ``since_us`` on, grouped by content.
+
+    Looked up by (funnel, person) alone and bounded in time here: with the time bound in
+    SQL, PostgreSQL with young statistics chose the (funnel, time) index and scanned the
+    whole funnel.
+    """
+    entries: dict[EntryKey, list[int]] = defaultdict(list)
+    touches: dict[TouchKey, list[int]] = defaultdict(list)
+    e, t = funnel_entries.c, funnel_touches.c
+    for i in range(0, len(people), CHUNK):
+        chunk = people[i : i + CHUNK]
+        found = await session.execute(
+            select(e.id, e.person_id, e.t0_us, e.step_times, e.disqualified, e.step_values).where(
+                e.funnel_id == funnel_id, e.person_id.in_(chunk)
+            )
+        )
+        for r in found:
+            if r.t0_us >= since_us:
+                times, values = _canonical(r.step_times), _canonical(r.step_values)
+                entries[(r.person_id, r.t0_us, times, r.disqualified, values)].append(r.id)
+        found = await session.execute(
+            select(t.id, t.person_id, t.ts_us, t.seq, t["values"]).where(
+                t.funnel_id == funnel_id, t.person_id.in_(chunk)
+            )
+        )
+        for r in found:
+            if r.ts_us >= since_us:
+                touches[(r.person_id, r.ts_us, r.seq, _canonical(r[4]))].append(r.id)
+    return entries, touches
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _unmatched(desired: list[tuple[K, V]], stored: dict[K, list[int]]) -> list[tuple[K, V]]:
+    """Desired rows with no stored twin; each stored twin found is kept (removed from
+    ``stored``), so what remains in ``stored`` afterwards is to be deleted."""
+    missing = []
+    for key, value in desired:
+        if stored.get(key):
+            stored[key].pop()
+        else:
+            missing.append((key, value))
+    return missing
+
+
+def _reached_before(stored: Mapping[EntryKey, list[int]]) -> dict[tuple[str, int], int]:
+    """How far each stored clean entry got, by (person, t0)."""
+    before: dict[tuple[str, int], int] = {}
+    for (person, t0, times, disqualified, _), ids in stored.items():
+        if ids and not disqualified:
+            before[(person, t0)] = max(before.get((person, t0), 0), len(orjson.loads(times)))
+    return before
+
+
+async def _delete_ids(session: AsyncSession, table: Any, ids: list[int]) -> None:
+    for i in range(0, len(ids), CHUNK):
+        await session.execute(delete(table).where(table.c.id.in_(ids[i : i + CHUNK])))
 
 
 async def _replace_timers(
@@ -240,29 +351,6 @@ async def _replace_timers(
             ),
             rows,
         )
-
-
-async def _delete_since(
-    session: AsyncSession,
-    table: Any,
-    time_column: str,
-    funnel_id: str,
-    people: list[str],
-    since_us: int,
-) -> None:
-    """Delete these persons' rows from ``since_us`` on, found by (funnel, person) alone.
-
-    The time bound is applied here rather than in SQL: with it in the WHERE clause, PostgreSQL
-    with young statistics chose the (funnel, time) index and scanned the whole funnel.
-    """
-    found = await session.execute(
-        select(table.c.id, table.c[time_column]).where(
-            table.c.funnel_id == funnel_id, table.c.person_id.in_(people)
-        )
-    )
-    doomed = [row_id for row_id, at in found if at >= since_us]
-    if doomed:
-        await session.execute(delete(table).where(table.c.id.in_(doomed)))
 
 
 async def backfill_persons(session: AsyncSession, funnel: ActiveFunnel, limit: int) -> list[str]:

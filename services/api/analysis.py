@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from services.api.report import Counted, FunnelReport, StepReport, counted_entries, step_reports
 from shared.events import to_micros
-from shared.funnel import CountMode, Entry, FunnelDefinition, as_number
+from shared.funnel import CountMode, Entry, FunnelDefinition, entry_value
 
 Interval = Literal["day", "week", "month"]
 PERIOD_MONTHS = {"year": 12.0, "quarter": 3.0, "month": 1.0}
@@ -77,15 +77,6 @@ class StageForecast:
     win_probability: float | None
     probability_source: Literal["defined", "measured", "none"]
     weighted_value: float
-
-
-def entry_value(definition: FunnelDefinition, entry: Entry) -> float | None:
-    """The latest numeric value of the value property along the entry's steps."""
-    if definition.value_property is None:
-        return None
-    numbers = [as_number(v) for v in entry.step_values.get(definition.value_property, ())]
-    known = [n for n in numbers if n is not None]
-    return known[-1] if known else None
 
 
 def forecast(

@@ -240,3 +240,40 @@ async def test_private_webhook_urls_are_refused_unless_allowed(world):
     )
     assert r.status_code == 422
     assert r.json()["detail"].startswith("url:")
+
+
+async def test_steps_reached_and_conversions_are_announced_once_live_only(world):
+    funnel = {"name": "live", "steps": [{"event": "visit"}, {"event": "signup"}, {"event": "buy"}]}
+    funnel_id = (await world.api.post("/v1/funnels", json=funnel)).json()["id"]
+    hook = await world.api.post(
+        "/v1/webhooks",
+        json={
+            "url": world.receiver.url,
+            "event_types": ["funnel.step_reached", "funnel.converted"],
+        },
+    )
+    world.receiver.secret = hook.json()["secret"]
+    await world.feed()  # the new funnel's (empty) backfill completes; from now on it is live
+    t0 = world.clock.now_s
+    await world.feed(canonical("old", "visit", t0 - 10))
+    await world.feed(canonical("p", "visit", t0), canonical("p", "signup", t0 + 1))
+    await world.feed(canonical("p", "buy", t0 + 2), canonical("p", "signup", t0 + 1))  # dup
+    await world.advance_to(t0 + 5, step_s=1)
+    got = sorted(
+        (m["type"], m["data"]["person_id"], m["data"]["step"]["step"])
+        for m in world.receiver.unique().values()
+        if m["data"]["funnel"]["id"] == funnel_id
+    )
+    assert got == [
+        ("funnel.converted", "p", 3),
+        ("funnel.step_reached", "old", 1),
+        ("funnel.step_reached", "p", 1),
+        ("funnel.step_reached", "p", 2),
+        ("funnel.step_reached", "p", 3),
+    ]
+    # A funnel defined now is backfilled from the same history silently.
+    later = (await world.api.post("/v1/funnels", json={**funnel, "name": "later"})).json()["id"]
+    await world.feed()
+    await world.advance_to(world.clock.now_s + 5, step_s=1)
+    assert all(m["data"]["funnel"]["id"] != later for m in world.receiver.unique().values())
+    assert world.receiver.duplicates() == 0
