@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import aggregator, ingest, webhooks
+from bench import aggregator, ingest, reports, webhooks
 
-SUITES = {"ingest": ingest.main, "aggregator": aggregator.main, "webhooks": webhooks.main}
+SUITES = {
+    "ingest": ingest.main,
+    "aggregator": aggregator.main,
+    "webhooks": webhooks.main,
+    "reports": reports.main,
+}
 
 
 def main() -> None:

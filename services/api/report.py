@@ -96,13 +96,15 @@ def step_reports(
     definition: FunnelDefinition, counted: Sequence[Counted], now: int
 ) -> tuple[StepReport, ...]:
     n = len(definition.steps)
-    reached = [0] * n
+    stopped_at = [0] * (n + 1)  # entries whose furthest step is k
     stopped_open = [0] * n
+    window = definition.window_us
     for _, entry in counted:
-        for k in range(entry.reached):
-            reached[k] += 1
-        if entry.reached < n and now < entry.t0 + definition.window_us:
-            stopped_open[entry.reached - 1] += 1
+        got = len(entry.step_times)
+        stopped_at[got] += 1
+        if got < n and now < entry.t0 + window:
+            stopped_open[got - 1] += 1
+    reached = [sum(stopped_at[k + 1 :]) for k in range(n)]
     reports = []
     for k, step in enumerate(definition.steps):
         stopped = reached[k] - (reached[k + 1] if k + 1 < n else reached[k])
@@ -169,8 +171,10 @@ def _grouped(
     limit: int,
     now: int,
 ) -> tuple[GroupReport, ...]:
+    persons = {key: len({p for p, _ in members}) for key, members in groups.items()}
+
     def size(key: str | None) -> tuple[int, str]:
-        return (-len({p for p, _ in groups[key]}), "" if key is None else key)
+        return (-persons[key], "" if key is None else key)
 
     named = sorted((k for k in groups if k is not None), key=size)
     top, rest = named[:limit], named[limit:]

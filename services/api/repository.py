@@ -7,7 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+import orjson
+from sqlalchemy import Text, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.funnel import Entry, Touch
@@ -131,41 +132,43 @@ async def project_persons(session: AsyncSession, project_id: str) -> int:
     return int(await session.scalar(stmt) or 0)
 
 
+def _as_text(column: Any) -> Any:
+    """A JSON column as its text: decoding it here with orjson costs a third of the driver's
+    per-value JSON hook on large reports."""
+    return cast(column, Text)
+
+
 async def entries_in_range(
     session: AsyncSession, funnel_id: str, start_us: int, end_us: int
 ) -> dict[str, list[Entry]]:
+    e = funnel_entries.c
     stmt = select(
-        funnel_entries.c.person_id,
-        funnel_entries.c.t0_us,
-        funnel_entries.c.step_times,
-        funnel_entries.c.disqualified,
-        funnel_entries.c.step_values,
-    ).where(
-        funnel_entries.c.funnel_id == funnel_id,
-        funnel_entries.c.t0_us >= start_us,
-        funnel_entries.c.t0_us < end_us,
-    )
+        e.person_id, e.t0_us, _as_text(e.step_times), e.disqualified, _as_text(e.step_values)
+    ).where(e.funnel_id == funnel_id, e.t0_us >= start_us, e.t0_us < end_us)
     found: dict[str, list[Entry]] = defaultdict(list)
-    for r in await session.execute(stmt):
-        values = {k: tuple(v) for k, v in r.step_values.items()}
-        found[r.person_id].append(Entry(r.t0_us, tuple(r.step_times), r.disqualified, values))
+    result = await session.execute(stmt)
+    for person, t0, times, disqualified, values in result.tuples():
+        decoded = orjson.loads(values)
+        found[person].append(
+            Entry(
+                t0,
+                tuple(orjson.loads(times)),
+                disqualified,
+                {k: tuple(v) for k, v in decoded.items()} if decoded else {},
+            )
+        )
     return found
 
 
 async def touches_in_range(
     session: AsyncSession, funnel_id: str, start_us: int, end_us: int
 ) -> dict[str, list[Touch]]:
-    stmt = select(
-        funnel_touches.c.person_id,
-        funnel_touches.c.ts_us,
-        funnel_touches.c.seq,
-        funnel_touches.c["values"],
-    ).where(
-        funnel_touches.c.funnel_id == funnel_id,
-        funnel_touches.c.ts_us >= start_us,
-        funnel_touches.c.ts_us < end_us,
+    t = funnel_touches.c
+    stmt = select(t.person_id, t.ts_us, t.seq, _as_text(t["values"])).where(
+        t.funnel_id == funnel_id, t.ts_us >= start_us, t.ts_us < end_us
     )
     found: dict[str, list[Touch]] = defaultdict(list)
-    for person, ts, seq, values in await session.execute(stmt):
-        found[person].append(Touch(ts, seq, values))
+    result = await session.execute(stmt)
+    for person, ts, seq, values in result.tuples():
+        found[person].append(Touch(ts, seq, orjson.loads(values)))
     return found

@@ -1,0 +1,186 @@
+"""Report latency: a 5-step funnel, 1,000,000 persons, 90 days of entries, breakdown by a
+10-valued channel, on PostgreSQL; vs the obvious SQL funnel query over the raw events table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+from bench.common import percentile, record
+from services.api import repository as api_repo
+from services.api.app import create_app
+from services.api.settings import ApiSettings
+from shared.db import create_engine, sessionmaker
+from shared.keys import create_key
+from shared.tables import events, funnel_entries, funnel_touches
+from tests.databases import migrated
+from tests.workload import CHANNELS
+
+STEPS = ["visit", "signup", "activate", "pay", "renew"]
+DAY_US = 86_400 * 1_000_000
+WINDOW_US = 7 * DAY_US
+START_US = 1_767_225_600 * 1_000_000  # 2026-01-01
+
+
+def person_rows(i: int, funnel_id: str, rng: random.Random) -> tuple[dict, list[dict], list[dict]]:
+    person = f"p{i:07d}"
+    t0 = START_US + rng.randrange(90 * DAY_US)
+    reached = 1
+    while reached < len(STEPS) and rng.random() < 0.55:
+        reached += 1
+    times = [t0 + k * rng.randrange(1, DAY_US // 4) for k in range(reached)]
+    channel = rng.choice(CHANNELS)
+    entry = {
+        "funnel_id": funnel_id,
+        "person_id": person,
+        "t0_us": t0,
+        "reached": reached,
+        "step_times": times,
+        "disqualified": False,
+        "step_values": {"channel": [channel] * reached},
+    }
+    touches = [
+        {
+            "funnel_id": funnel_id,
+            "person_id": person,
+            "ts_us": t,
+            "seq": 0,
+            "values": {"channel": channel},
+        }
+        for t in times
+    ]
+    raw = [
+        {
+            "project_id": "bench",
+            "event_id": f"{person}-{k}",
+            "person_id": person,
+            "name": STEPS[k],
+            "ts_us": t,
+            "received_at_us": t,
+            "properties": {"channel": channel},
+            "context": {},
+        }
+        for k, t in enumerate(times)
+    ]
+    return entry, touches, raw
+
+
+async def seed(url: str, persons: int) -> tuple[str, str]:
+    engine = create_engine(url)
+    sessions = sessionmaker(engine)
+    async with sessions.begin() as session:
+        key = await create_key(session, "bench", "admin")
+        doc = {
+            "name": "bench",
+            "steps": [{"event": s, "where": []} for s in STEPS],
+            "window_seconds": 7 * 86_400,
+            "order": "ordered",
+            "exclusions": [],
+            "breakdowns": ["channel"],
+            "value_property": None,
+        }
+        funnel_id = await api_repo.create_funnel(session, "bench", doc)
+        await session.execute(
+            text("UPDATE funnels SET backfill_done = true WHERE id = :id"), {"id": funnel_id}
+        )
+    rng = random.Random(3)
+    for start in range(0, persons, 20_000):
+        rows = [person_rows(i, funnel_id, rng) for i in range(start, min(start + 20_000, persons))]
+        async with sessions.begin() as session:
+            await session.execute(funnel_entries.insert(), [r[0] for r in rows])
+            await session.execute(funnel_touches.insert(), [t for r in rows for t in r[1]])
+            await session.execute(events.insert(), [e for r in rows for e in r[2]])
+    async with engine.connect() as conn:
+        await conn.execute(text("ANALYZE"))
+        await conn.commit()
+    await engine.dispose()
+    return key, funnel_id
+
+
+RAW_SQL = """
+WITH s1 AS (
+  SELECT DISTINCT ON (person_id) person_id, ts_us AS t1, properties->>'channel' AS channel
+  FROM events WHERE project_id = 'bench' AND name = 'visit' AND ts_us >= :lo AND ts_us < :hi
+  ORDER BY person_id, ts_us
+), s2 AS (
+  SELECT s1.person_id, min(e.ts_us) AS t FROM s1 JOIN events e ON e.project_id = 'bench'
+   AND e.person_id = s1.person_id AND e.name = 'signup'
+   AND e.ts_us >= s1.t1 AND e.ts_us <= s1.t1 + :w
+  GROUP BY s1.person_id
+), s3 AS (
+  SELECT s2.person_id, min(e.ts_us) AS t FROM s2 JOIN s1 USING (person_id) JOIN events e
+   ON e.project_id = 'bench' AND e.person_id = s2.person_id AND e.name = 'activate'
+   AND e.ts_us >= s2.t AND e.ts_us <= s1.t1 + :w GROUP BY s2.person_id
+), s4 AS (
+  SELECT s3.person_id, min(e.ts_us) AS t FROM s3 JOIN s1 USING (person_id) JOIN events e
+   ON e.project_id = 'bench' AND e.person_id = s3.person_id AND e.name = 'pay'
+   AND e.ts_us >= s3.t AND e.ts_us <= s1.t1 + :w GROUP BY s3.person_id
+), s5 AS (
+  SELECT s4.person_id, min(e.ts_us) AS t FROM s4 JOIN s1 USING (person_id) JOIN events e
+   ON e.project_id = 'bench' AND e.person_id = s4.person_id AND e.name = 'renew'
+   AND e.ts_us >= s4.t AND e.ts_us <= s1.t1 + :w GROUP BY s4.person_id
+)
+SELECT s1.channel, count(*), count(s2.person_id), count(s3.person_id), count(s4.person_id),
+       count(s5.person_id)
+FROM s1 LEFT JOIN s2 USING (person_id) LEFT JOIN s3 USING (person_id)
+ LEFT JOIN s4 USING (person_id) LEFT JOIN s5 USING (person_id)
+GROUP BY s1.channel
+"""
+
+
+async def raw_latencies(url: str, runs: int) -> list[float]:
+    engine = create_engine(url)
+    found = []
+    async with engine.connect() as conn:
+        for _ in range(runs):
+            started = time.perf_counter()
+            await conn.execute(
+                text(RAW_SQL), {"lo": START_US, "hi": START_US + 90 * DAY_US, "w": WINDOW_US}
+            )
+            found.append(time.perf_counter() - started)
+    await engine.dispose()
+    return found
+
+
+async def our_latencies(url: str, key: str, funnel_id: str, runs: int) -> list[float]:
+    app = create_app(ApiSettings(database_url=url, gauge_refresh_s=3600))
+    found = []
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://api",
+            timeout=600,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as client:
+            params = {"from": "2026-01-01", "to": "2026-04-01", "breakdown": "channel"}
+            for _ in range(runs):
+                started = time.perf_counter()
+                r = await client.get(f"/v1/funnels/{funnel_id}/report", params=params)
+                found.append(time.perf_counter() - started)
+                assert r.status_code == 200, r.text
+    return found
+
+
+def main(quick: bool = False) -> None:
+    persons, runs = (100_000, 5) if quick else (1_000_000, 7)
+    with migrated("postgresql", Path(tempfile.mkdtemp())) as url:
+        key, funnel_id = asyncio.run(seed(url, persons))
+        ours = asyncio.run(our_latencies(url, key, funnel_id, runs))
+        raw = asyncio.run(raw_latencies(url, max(3, runs // 2)))
+    record(
+        f"report ({persons:,} persons, 90 days, breakdown by channel, PostgreSQL)",
+        {
+            "ours p50, ms": percentile(ours, 0.5) * 1000,
+            "ours p99, ms (target <= 50)": percentile(ours, 0.99) * 1000,
+            "raw-events SQL p50, ms": percentile(raw, 0.5) * 1000,
+            "speed-up at p50 (target >= 20)": percentile(raw, 0.5) / percentile(ours, 0.5),
+        },
+    )
