@@ -8,8 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -59,6 +66,15 @@ def _serialize_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def insert_ignoring(session: AsyncSession, table: Any) -> Any:
+    """The dialect's INSERT, which offers ``on_conflict_do_nothing`` on both databases."""
+    return (pg_insert if is_postgres(session) else sqlite_insert)(table)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

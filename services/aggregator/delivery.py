@@ -25,6 +25,7 @@ from standardwebhooks.webhooks import Webhook
 from services.aggregator import metrics
 from services.aggregator.remarketing import Clock
 from services.aggregator.sender import Answer, Sender
+from shared.db import is_postgres
 from shared.netguard import Network, UnsafeUrl, check_url
 from shared.tables import webhook_attempts, webhook_deliveries, webhook_endpoints, webhook_messages
 
@@ -120,7 +121,7 @@ class DeliveryWorker:
                 .order_by(d.next_attempt_us)
                 .limit(self._batch)
             )
-            if session.get_bind().dialect.name == "postgresql":
+            if is_postgres(session):
                 stmt = stmt.with_for_update(of=webhook_deliveries, skip_locked=True)
             rows = (await session.execute(stmt)).all()
             if rows:

@@ -7,10 +7,9 @@ import uuid
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import insert_ignoring
 from shared.tables import webhook_deliveries, webhook_endpoints, webhook_messages
 
 
@@ -18,11 +17,6 @@ def message_id(*parts: object) -> str:
     """A stable webhook id from what makes the message unique (the receiver's idempotency key)."""
     digest = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
     return f"msg_{digest[:32]}"
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    postgres = session.get_bind().dialect.name == "postgresql"
-    return (pg_insert if postgres else sqlite_insert)(table)
 
 
 async def enqueue(
@@ -37,7 +31,7 @@ async def enqueue(
 ) -> int:
     """Store the message once and a pending delivery per subscribed endpoint; return how many."""
     await session.execute(
-        _insert(session, webhook_messages)
+        insert_ignoring(session, webhook_messages)
         .values(
             id=msg_id,
             project_id=project_id,
@@ -73,7 +67,7 @@ async def enqueue(
     ]
     if rows:
         await session.execute(
-            _insert(session, webhook_deliveries).on_conflict_do_nothing(
+            insert_ignoring(session, webhook_deliveries).on_conflict_do_nothing(
                 index_elements=["message_id", "endpoint_id"]
             ),
             rows,

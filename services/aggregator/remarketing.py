@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics, outbox
+from shared.db import is_postgres
 from shared.events import format_time, from_micros
 from shared.funnel import Entry, FunnelDefinition, RemarketingRule, definition_from_doc, entry_value
 from shared.tables import events, funnel_entries, funnels, remarketing_timers
@@ -60,7 +61,7 @@ class TimerFirer:
                 .order_by(remarketing_timers.c.fire_at_us)
                 .limit(self._batch)
             )
-            if session.get_bind().dialect.name == "postgresql":
+            if is_postgres(session):
                 stmt = stmt.with_for_update(skip_locked=True)
             due = [dict(r) for r in (await session.execute(stmt)).mappings()]
             if not due:

@@ -12,11 +12,10 @@ from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import and_, delete, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.engine import PersonEvent, PersonProgress
+from shared.db import insert_ignoring, is_postgres
 from shared.events import CanonicalEvent, to_micros
 from shared.funnel import Entry, FunnelDefinition, definition_from_doc
 from shared.keys import now_us
@@ -50,14 +49,6 @@ class ActiveFunnel:
         )
 
 
-def _is_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    return (pg_insert if _is_postgres(session) else sqlite_insert)(table)
-
-
 async def store_events(session: AsyncSession, batch: Sequence[CanonicalEvent]) -> set[PersonKey]:
     """Insert events not seen before (by project and event id); return whose were new."""
     if not batch:
@@ -77,7 +68,7 @@ async def store_events(session: AsyncSession, batch: Sequence[CanonicalEvent]) -
         for e in unique
     ]
     stmt = (
-        _insert(session, events)
+        insert_ignoring(session, events)
         .on_conflict_do_nothing(index_elements=["project_id", "event_id"])
         .returning(events.c.project_id, events.c.person_id)
     )
@@ -129,7 +120,7 @@ async def active_funnels(session: AsyncSession, project_ids: Iterable[str]) -> l
         .where(funnels.c.project_id.in_(sorted(set(project_ids))))
         .order_by(funnels.c.id)
     )
-    if _is_postgres(session):
+    if is_postgres(session):
         stmt = stmt.with_for_update(read=True)
     return [_funnel(r) for r in await session.execute(stmt)]
 
@@ -137,7 +128,7 @@ async def active_funnels(session: AsyncSession, project_ids: Iterable[str]) -> l
 async def lock_pending_backfill(session: AsyncSession) -> ActiveFunnel | None:
     """One funnel whose backfill is not done, locked for this transaction (PostgreSQL)."""
     stmt = select(*_FUNNEL_COLUMNS).where(funnels.c.backfill_done.is_(False)).limit(1)
-    if _is_postgres(session):
+    if is_postgres(session):
         stmt = stmt.with_for_update()
     row = (await session.execute(stmt)).first()
     return _funnel(row) if row else None
@@ -346,7 +337,7 @@ async def _replace_timers(
     ]
     if rows:
         await session.execute(
-            _insert(session, remarketing_timers).on_conflict_do_nothing(
+            insert_ignoring(session, remarketing_timers).on_conflict_do_nothing(
                 index_elements=["funnel_id", "person_id", "rule", "entry_t0_us", "occurrence"]
             ),
             rows,
@@ -395,7 +386,7 @@ async def analyze_if_stale(session: AsyncSession) -> list[str]:
     Autovacuum catches up within minutes; until then a young, fast-growing table has
     statistics that make the planner scan a whole funnel instead of looking persons up.
     """
-    if not _is_postgres(session):
+    if not is_postgres(session):
         return []
     rows = await session.execute(
         text(
@@ -449,7 +440,7 @@ async def advance_offsets(
         )
         if expected is None:
             stmt = (
-                _insert(session, consumer_offsets)
+                insert_ignoring(session, consumer_offsets)
                 .values(
                     group_id=group_id,
                     topic=topic,

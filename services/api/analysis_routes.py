@@ -56,9 +56,8 @@ async def create_from_template(
             raise HTTPException(422, f"events: the template has {len(doc['steps'])} steps")
         for step, event in zip(doc["steps"], body.events, strict=True):
             step["event"] = event or step["event"]
-    overrides = body.model_dump(exclude_unset=True, exclude={"template", "events"})
+    overrides = body.model_dump(exclude_unset=True, exclude={"events"})
     definition = FunnelIn.model_validate({**doc, **overrides}).model_dump()
-    definition["template"] = body.template
     stamp_rules(definition, previous=None)
     async with request.app.state.api.sessions.begin() as session:
         funnel_id = await repository.create_funnel(session, grant.project_id, definition)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from services.api import repository
+from services.api import metrics, repository
 from services.api.auth import Admin, Reader
 from services.api.report import Breakdown, FunnelReport, Window, funnel_report
 from services.api.schemas import FunnelIn, FunnelPatch
@@ -154,6 +154,23 @@ async def report(
     step: Annotated[int, Query(ge=1, le=32)] = 1,
 ) -> dict[str, Any]:
     """Persons per step, conversion, drop-off, in progress and time between steps."""
+    with metrics.REPORT_SECONDS.labels("report").time():
+        return await _report(
+            funnel_id, request, grant, from_, to, count, breakdown, attribution, step
+        )
+
+
+async def _report(
+    funnel_id: str,
+    request: Request,
+    grant: Reader,
+    from_: str | None,
+    to: str | None,
+    count: Literal["uniques", "totals"] | None,
+    breakdown: str | None,
+    attribution: Literal["first_touch", "last_touch", "step"],
+    step: int,
+) -> dict[str, Any]:
     inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
     row, definition, window = inputs.row, inputs.definition, inputs.window
     settings = request.app.state.api.settings

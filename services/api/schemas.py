@@ -80,6 +80,9 @@ def _known_zone(name: str) -> str:
 TimeZone = Annotated[str, AfterValidator(_known_zone)]
 
 
+TemplateId = Literal["aida", "search_marketing", "ecommerce", "product_growth", "b2b_pipeline"]
+
+
 class FunnelIn(Strict):
     """A funnel definition; changing it recomputes the funnel from stored history."""
 
@@ -95,6 +98,7 @@ class FunnelIn(Strict):
     value_property: Name | None = None
     timezone: TimeZone = Field("UTC", description="IANA zone for day boundaries of trends.")
     remarketing: list[RemarketingRuleIn] = Field(default_factory=list, max_length=10)
+    template: TemplateId | None = Field(None, description="The template it was made from.")
 
     @model_validator(mode="after")
     def _steps_fit(self) -> FunnelIn:
@@ -127,9 +131,6 @@ class FunnelPatch(Strict):
     value_property: Name | None = None
     timezone: TimeZone | None = None
     remarketing: list[RemarketingRuleIn] | None = None
-
-
-TemplateId = Literal["aida", "search_marketing", "ecommerce", "product_growth", "b2b_pipeline"]
 
 
 class FromTemplate(Strict):

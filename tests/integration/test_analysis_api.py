@@ -168,3 +168,13 @@ async def test_chart_is_an_svg_with_a_bar_per_step(api, sessions):  # noqa: F811
     assert "Sign <up>" in texts
     assert {"2", "1"} <= set(texts)
     assert len(list(svg.iter("{http://www.w3.org/2000/svg}rect"))) == 3  # background + 2 bars
+
+
+async def test_a_funnel_made_from_a_template_can_be_patched(api):  # noqa: F811
+    created = (await api.post("/v1/funnels/from-template", json={"template": "ecommerce"})).json()
+    assert created["template"] == "ecommerce"
+    patched = await api.patch(f"/v1/funnels/{created['id']}", json={"window_seconds": 3600})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["window_seconds"] == 3600
+    rules = {r["name"]: r["created_at_us"] for r in patched.json()["remarketing"]}
+    assert rules == {r["name"]: r["created_at_us"] for r in created["remarketing"]}

@@ -97,3 +97,9 @@ def test_prometheus_scrapes_every_service():
     config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"] for job in config["scrape_configs"]}
     assert jobs == {"funnel-ingest", "funnel-aggregator", "funnel-api"}
+
+
+def test_the_readme_documents_every_variable_the_services_read():
+    readme = (DEPLOY.parent / "README.md").read_text()
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", readme))
+    assert KNOWN - documented == set()
