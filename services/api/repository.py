@@ -147,7 +147,7 @@ async def entries_in_range(
     ).where(e.funnel_id == funnel_id, e.t0_us >= start_us, e.t0_us < end_us)
     found: dict[str, list[Entry]] = defaultdict(list)
     result = await session.execute(stmt)
-    for person, t0, times, disqualified, values in result.tuples():
+    for person, t0, times, disqualified, values in result:
         decoded = orjson.loads(values)
         found[person].append(
             Entry(
@@ -169,6 +169,6 @@ async def touches_in_range(
     )
     found: dict[str, list[Touch]] = defaultdict(list)
     result = await session.execute(stmt)
-    for person, ts, seq, values in result.tuples():
+    for person, ts, seq, values in result:
         found[person].append(Touch(ts, seq, orjson.loads(values)))
     return found
