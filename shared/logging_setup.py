@@ -13,3 +13,4 @@ def setup_logging(level: str = "INFO") -> None:
     )
     # kafka-python is chatty about every reconnect; its warnings are enough.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
