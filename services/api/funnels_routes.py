@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -193,7 +194,10 @@ async def _report(
     entries = inputs.entries
     start, end = inputs.start, inputs.end
     mode = count or row.definition.get("count", "uniques")
-    result = funnel_report(definition, entries, window, mode, chosen, touches)
+    # CPU-bound for large ranges: off the event loop, so other requests keep being served.
+    result = await asyncio.to_thread(
+        funnel_report, definition, entries, window, mode, chosen, touches
+    )
     return {
         "funnel": {"id": row.id, "name": row.name},
         "from": format_time(start),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from prometheus_client import Gauge, Histogram
@@ -48,7 +49,9 @@ async def refresh_gauges(sessions: async_sessionmaker[AsyncSession], range_days:
                 entries = await repository.entries_in_range(
                     session, row.id, window.start, window.end
                 )
-                report = funnel_report(definition_from_doc(row.definition), entries, window)
+                report = await asyncio.to_thread(
+                    funnel_report, definition_from_doc(row.definition), entries, window
+                )
                 first = report.steps[0].persons
                 for s in report.steps:
                     labels = (row.project_id, row.name, s.name)
@@ -72,8 +75,10 @@ async def refresh_forever(
     sessions: async_sessionmaker[AsyncSession], range_days: int, every_s: float
 ) -> None:
     while True:
+        started = time.monotonic()
         try:
             await refresh_gauges(sessions, range_days)
         except Exception:  # keep serving the last values; the next round may work
             log.exception("gauge refresh failed")
-        await asyncio.sleep(every_s)
+        # A refresh that takes long (much data) is spaced out so that it never hogs the API.
+        await asyncio.sleep(max(every_s, 2 * (time.monotonic() - started)))

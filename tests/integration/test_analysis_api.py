@@ -178,3 +178,25 @@ async def test_a_funnel_made_from_a_template_can_be_patched(api):  # noqa: F811
     assert patched.json()["window_seconds"] == 3600
     rules = {r["name"]: r["created_at_us"] for r in patched.json()["remarketing"]}
     assert rules == {r["name"]: r["created_at_us"] for r in created["remarketing"]}
+
+
+async def test_prometheus_gauges_show_persons_per_step_without_scanning_on_scrape(api, sessions):  # noqa: F811
+    from services.api.metrics import refresh_gauges
+
+    funnel = {"name": "gauged", "steps": [{"event": "a"}, {"event": "b"}], "window_seconds": 3600}
+    await api.post("/v1/funnels", json=funnel)
+    now = int(datetime.now(UTC).timestamp())
+    await drain(
+        sessions,
+        [
+            canonical("p", "a", now - 60),
+            canonical("p", "b", now - 30),
+            canonical("q", "a", now - 10),
+        ],
+    )
+    await refresh_gauges(sessions, range_days=7)
+    text = (await api.get("/metrics/")).text
+    assert 'funnel_step_persons{funnel="gauged",project="proj",step="a"} 2.0' in text
+    assert 'funnel_step_persons{funnel="gauged",project="proj",step="b"} 1.0' in text
+    assert 'funnel_step_conversion_ratio{funnel="gauged",project="proj",step="b"} 0.5' in text
+    assert 'funnel_step_in_progress{funnel="gauged",project="proj",step="a"} 1.0' in text
