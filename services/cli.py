@@ -156,6 +156,10 @@ def run_stack() -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         upgrade(common.database_url)
+        if broker is not None:
+            # A new memory-only broker starts with empty logs: offsets stored for the last
+            # one would skip its first records. Stored events keep duplicates out.
+            asyncio.run(_forget_offsets(common.database_url))
         create_topics(common.kafka_bootstrap_servers, partitions=8)
         write_key, admin_key = asyncio.run(_dev_keys())
         env = {"KAFKA_BOOTSTRAP_SERVERS": common.kafka_bootstrap_servers}
@@ -178,6 +182,18 @@ def run_stack() -> int:
             broker.stop()
         print("stopped")
     return 0
+
+
+async def _forget_offsets(url: str) -> None:
+    from shared.db import create_engine, sessionmaker
+    from shared.tables import consumer_offsets
+
+    engine = create_engine(url)
+    try:
+        async with sessionmaker(engine).begin() as session:
+            await session.execute(consumer_offsets.delete())
+    finally:
+        await engine.dispose()
 
 
 def _ports() -> dict[str, int]:
