@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="migrate the database to the newest schema")
     topics = commands.add_parser("topics", help="create the Kafka topics")
     topics.add_argument("--partitions", type=int, default=8)
+    offsets = commands.add_parser(
+        "offsets", help="forget the aggregator's stored Kafka offsets (after recreating topics)"
+    )
+    offsets.add_argument("action", choices=["reset"])
     keys = commands.add_parser("keys", help="API keys")
     keys.add_argument("action", choices=["create"])
     keys.add_argument("--project", required=True)
@@ -42,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "migrate": migrate,
         "topics": lambda: create_topics(args.partitions),
         "keys": lambda: create_key(args.project, args.scope),
+        "offsets": reset_offsets,
     }
     return int(handler[args.command]() or 0)
 
@@ -59,6 +64,14 @@ def create_topics(partitions: int) -> int:
     from shared.config import CommonSettings
 
     create(CommonSettings().kafka_bootstrap_servers, partitions)
+    return 0
+
+
+def reset_offsets() -> int:
+    """Read every partition from its start again; stored events keep duplicates out."""
+    from shared.config import CommonSettings
+
+    asyncio.run(_forget_offsets(CommonSettings().database_url))
     return 0
 
 
