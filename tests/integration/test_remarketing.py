@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 
@@ -276,4 +277,26 @@ async def test_steps_reached_and_conversions_are_announced_once_live_only(world)
     await world.feed()
     await world.advance_to(world.clock.now_s + 5, step_s=1)
     assert all(m["data"]["funnel"]["id"] != later for m in world.receiver.unique().values())
+    assert world.receiver.duplicates() == 0
+
+
+async def test_concurrent_delivery_workers_send_each_webhook_once(world):
+    await world.funnel_and_hook([{"name": "soon", "after_seconds": 60, "grace_seconds": 0}])
+    t0 = world.clock.now_s
+    await world.feed(*(canonical(f"p{i}", "visit", t0) for i in range(120)))
+    world.clock.now_s = t0 + 61
+    await world.firer.fire_due()
+    workers = [
+        DeliveryWorker(
+            world.sessions,
+            world.sender,
+            world.clock,
+            allowed_networks=parse_networks(LOOPBACK),
+            batch=10,
+        )
+        for _ in range(3)
+    ]
+    while sum(await asyncio.gather(*(w.run_once() for w in workers))):
+        pass
+    assert len(world.receiver.received) == 120
     assert world.receiver.duplicates() == 0

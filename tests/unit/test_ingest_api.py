@@ -255,3 +255,17 @@ def test_gzip_bodies_are_accepted_and_gzip_bombs_refused(client, publisher):
     assert client.post("/v1/track", content=body, headers=headers).status_code == 200
     bomb = gzip.compress(b" " * 2_000_000)
     assert client.post("/v1/track", content=bomb, headers=headers).status_code == 413
+
+
+def test_browsers_get_cors_answers_for_allowed_origins(publisher):
+    settings = IngestSettings(cors_origins="https://shop.example", rate_limit_per_key=0)
+    with TestClient(create_app(settings, publisher=publisher, keys=FakeKeys())) as c:
+        preflight = {
+            "origin": "https://shop.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type",
+        }
+        ok = c.options("/v1/events", headers=preflight)
+        assert ok.headers["access-control-allow-origin"] == "https://shop.example"
+        other = c.options("/v1/events", headers={**preflight, "origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
