@@ -39,6 +39,7 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
+        ThreadingHTTPServer.request_queue_size = 128  # concurrent senders connect at once
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
