@@ -13,9 +13,7 @@ from typing import Any, Literal
 
 Order = Literal["ordered", "strict", "any"]
 CountMode = Literal["uniques", "totals"]
-ORDERS: tuple[Order, ...] = ("ordered", "strict", "any")
-COUNT_MODES: tuple[CountMode, ...] = ("uniques", "totals")
-OPERATORS = ("eq", "neq", "in", "contains", "gt", "gte", "lt", "lte", "is_set", "not_set")
+Operator = Literal["eq", "neq", "in", "contains", "gt", "gte", "lt", "lte", "is_set", "not_set"]
 MIN_STEPS, MAX_STEPS = 2, 32
 MIN_WINDOW_S, MAX_WINDOW_S, DEFAULT_WINDOW_S = 60, 366 * 86_400, 7 * 86_400
 US = 1_000_000

@@ -139,12 +139,7 @@ class DeliveryWorker:
                 r.id,
                 r.endpoint_id,
                 r.url,
-                (r.secret,)
-                + (
-                    (r.previous_secret,)
-                    if r.previous_secret and (r.previous_secret_until_us or 0) > now
-                    else ()
-                ),
+                _signing_secrets(r, now),
                 r.message_id,
                 r.type,
                 r.payload,
@@ -215,6 +210,13 @@ class DeliveryWorker:
         if gone:
             await _disable(session, claimed.endpoint_id, now)
         metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
+def _signing_secrets(row: Any, now_us: int) -> tuple[str, ...]:
+    """The current secret, plus the previous one while its rotation overlap lasts."""
+    if row.previous_secret and (row.previous_secret_until_us or 0) > now_us:
+        return (row.secret, row.previous_secret)
+    return (row.secret,)
 
 
 async def _disable(session: AsyncSession, endpoint_id: str, now: int) -> None:

@@ -131,9 +131,9 @@ async def _payload(
     timer: Mapping[str, Any],
 ) -> dict[str, Any]:
     """What marketing automation needs to act: who, which funnel and rule, where they stand."""
-    entry = (
+    stored = (
         await session.execute(
-            select(funnel_entries.c.reached, funnel_entries.c.step_values).where(
+            select(funnel_entries.c.step_times, funnel_entries.c.step_values).where(
                 funnel_entries.c.funnel_id == row["id"],
                 funnel_entries.c.person_id == timer["person_id"],
                 funnel_entries.c.t0_us == timer["entry_t0_us"],
@@ -151,11 +151,12 @@ async def _payload(
     ).all()
     first = definition.steps[0].matcher
     properties: dict[str, Any] = next((p for n, p in opener if first.matches(n, p, {})), {})
+    entry = None
+    if stored is not None:
+        values = {k: tuple(v) for k, v in stored.step_values.items()}
+        entry = Entry(timer["entry_t0_us"], tuple(stored.step_times), False, values)
     reached = entry.reached if entry else rule.from_step
-    value = None
-    if entry:
-        values = {k: tuple(v) for k, v in entry.step_values.items()}
-        value = entry_value(definition, Entry(timer["entry_t0_us"], (), False, values))
+    value = entry_value(definition, entry) if entry else None
     return {
         "project": row["project_id"],
         "funnel": {"id": row["id"], "name": row["name"]},

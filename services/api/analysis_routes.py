@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import Field, model_validator
 
 from services.api import analysis, repository
+from services.api.analysis import Interval
 from services.api.auth import Admin, Reader
 from services.api.chart import funnel_svg
 from services.api.funnels_routes import (
@@ -23,11 +24,12 @@ from services.api.report import counted_entries, funnel_report, step_reports
 from services.api.schemas import FromTemplate, FunnelIn, Strict
 from services.api.templates import TEMPLATES, template_definition
 from shared.events import format_time
+from shared.funnel import CountMode
 
 router = APIRouter(tags=["analysis"])
 From = Annotated[str | None, Query(alias="from", description="Entries from (incl.)")]
 To = Annotated[str | None, Query(description="Entries until (excl.); default now")]
-Count = Literal["uniques", "totals"] | None
+Count = CountMode | None
 
 
 @router.get("/v1/funnel-templates")
@@ -71,7 +73,7 @@ async def trends(
     grant: Reader,
     from_: From = None,
     to: To = None,
-    interval: Literal["day", "week", "month"] = "day",
+    interval: Interval = "day",
     count: Count = None,
 ) -> dict[str, Any]:
     """Conversion per entry cohort (day, week or month in the funnel's time zone)."""

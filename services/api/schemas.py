@@ -13,9 +13,11 @@ from shared.funnel import (
     MAX_WINDOW_S,
     MIN_STEPS,
     MIN_WINDOW_S,
+    CountMode,
+    Operator,
+    Order,
 )
 
-Operator = Literal["eq", "neq", "in", "contains", "gt", "gte", "lt", "lte", "is_set", "not_set"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Rate = Annotated[float, Field(ge=0, le=1)]
 
@@ -89,8 +91,8 @@ class FunnelIn(Strict):
     name: Name
     steps: Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)]
     window_seconds: Annotated[int, Field(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] = DEFAULT_WINDOW_S
-    order: Literal["ordered", "strict", "any"] = "ordered"
-    count: Literal["uniques", "totals"] = "uniques"
+    order: Order = "ordered"
+    count: CountMode = "uniques"
     exclusions: list[ExclusionIn] = Field(default_factory=list, max_length=10)
     breakdowns: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=10
@@ -124,8 +126,8 @@ class FunnelPatch(Strict):
     name: Name | None = None
     steps: Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)] | None = None
     window_seconds: Annotated[int, Field(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] | None = None
-    order: Literal["ordered", "strict", "any"] | None = None
-    count: Literal["uniques", "totals"] | None = None
+    order: Order | None = None
+    count: CountMode | None = None
     exclusions: list[ExclusionIn] | None = None
     breakdowns: list[str] | None = None
     value_property: Name | None = None
