@@ -7,6 +7,7 @@ the Unix epoch, UTC) so that ordering and window arithmetic are exact.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -157,7 +158,7 @@ def entry_value(definition: FunnelDefinition, entry: Entry) -> float | None:
     """The latest numeric value of the value property along the entry's steps."""
     if definition.value_property is None:
         return None
-    numbers = [as_number(v) for v in entry.step_values.get(definition.value_property, ())]
+    numbers = [value_number(v) for v in entry.step_values.get(definition.value_property, ())]
     known = [n for n in numbers if n is not None]
     return known[-1] if known else None
 
@@ -201,6 +202,20 @@ def as_number(value: Any) -> float | None:
             return None
         return number if math.isfinite(number) else None
     return None
+
+
+# A value property's number: plain decimal notation, as JSON writes numbers. Deliberately
+# narrower than Python's float() (no "1_000", "inf", non-ASCII digits, huge exponents), so that
+# PostgreSQL, which sums values in reports, reads exactly the same strings as numbers.
+VALUE_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,2})?$"
+_VALUE_NUMBER = re.compile(VALUE_NUMBER)
+
+
+def value_number(value: Any) -> float | None:
+    """A value property's value as a number, or ``None`` when it is not one."""
+    if isinstance(value, str):
+        return float(value) if _VALUE_NUMBER.fullmatch(value) else None
+    return as_number(value)
 
 
 def same_value(actual: Any, expected: Any) -> bool:

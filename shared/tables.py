@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -33,6 +34,8 @@ metadata = MetaData(
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 Serial = BigInteger().with_variant(Integer(), "sqlite")
+# Columns that reports read inside PostgreSQL: binary JSON there (migration 0004).
+Document = JSON().with_variant(JSONB(), "postgresql")
 
 projects = Table(
     "projects",
@@ -91,9 +94,9 @@ funnel_entries = Table(
     Column("person_id", String(256), nullable=False),
     Column("t0_us", BigInteger, nullable=False),
     Column("reached", Integer, nullable=False),
-    Column("step_times", JSON, nullable=False),
+    Column("step_times", Document, nullable=False),
     Column("disqualified", Boolean, nullable=False),
-    Column("step_values", JSON, nullable=False),
+    Column("step_values", Document, nullable=False),
     Index(None, "funnel_id", "t0_us"),
     Index(None, "funnel_id", "person_id", "t0_us"),
 )
@@ -106,7 +109,7 @@ funnel_touches = Table(
     Column("person_id", String(256), nullable=False),
     Column("ts_us", BigInteger, nullable=False),
     Column("seq", Integer, nullable=False),
-    Column("values", JSON, nullable=False),
+    Column("values", Document, nullable=False),
     Index(None, "funnel_id", "ts_us"),
     Index(None, "funnel_id", "person_id", "ts_us"),
 )

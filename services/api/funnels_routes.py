@@ -9,11 +9,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import metrics, repository
 from services.api.auth import Admin, Reader
 from services.api.report import Breakdown, FunnelReport, Window, funnel_report
+from services.api.report_sql import funnel_report_sql
 from services.api.schemas import FunnelIn, FunnelPatch
+from shared.db import is_postgres
 from shared.events import format_time, from_micros, to_micros
 from shared.funnel import CountMode, Entry, FunnelDefinition, definition_from_doc
 from shared.keys import now_us
@@ -157,32 +160,23 @@ async def report(
 ) -> dict[str, Any]:
     """Persons per step, conversion, drop-off, in progress and time between steps."""
     started = time.perf_counter()
-    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
-    row, definition, window = inputs.row, inputs.definition, inputs.window
+    row = await _require(request, grant.project_id, funnel_id)
+    definition = definition_from_doc(row.definition)
+    start, end, window = report_range(request, from_, to)
     settings = request.app.state.api.settings
     chosen = None
     if breakdown is not None:
         chosen = choose_breakdown(
             definition, breakdown, attribution, step, settings.breakdown_limit
         )
+    mode = count or row.definition.get("count", "uniques")
     async with _sessions(request)() as session:
-        touches = (
-            await repository.touches_in_range(session, funnel_id, window.start, window.end)
-            if chosen and attribution != "step"
-            else None
-        )
         persons = (
             None
             if row.backfill_done
             else await repository.project_persons(session, grant.project_id)
         )
-    entries = inputs.entries
-    start, end = inputs.start, inputs.end
-    mode = count or row.definition.get("count", "uniques")
-    # CPU-bound for large ranges: off the event loop, so other requests keep being served.
-    result = await asyncio.to_thread(
-        funnel_report, definition, entries, window, mode, chosen, touches
-    )
+        result = await compute_report(session, funnel_id, definition, window, mode, chosen)
     body = {
         "funnel": {"id": row.id, "name": row.name},
         "from": format_time(start),
@@ -199,6 +193,29 @@ async def report(
     return body
 
 
+async def compute_report(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    window: Window,
+    mode: CountMode,
+    chosen: Breakdown | None,
+) -> FunnelReport:
+    """In PostgreSQL itself when it is the database; else from the entries, in Python."""
+    if is_postgres(session):
+        return await funnel_report_sql(session, funnel_id, definition, window, mode, chosen)
+    entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
+    touches = (
+        await repository.touches_in_range(session, funnel_id, window.start, window.end)
+        if chosen and chosen.attribution != "step"
+        else None
+    )
+    # CPU-bound for large ranges: off the event loop, so other requests keep being served.
+    return await asyncio.to_thread(
+        funnel_report, definition, entries, window, mode, chosen, touches
+    )
+
+
 @dataclass(frozen=True)
 class Inputs:
     """What every analysis of one funnel over one range of entries starts from."""
@@ -211,16 +228,22 @@ class Inputs:
     entries: dict[str, list[Entry]]
 
 
-async def load_inputs(
-    request: Request, project_id: str, funnel_id: str, from_: str | None, to: str | None
-) -> Inputs:
-    row = await _require(request, project_id, funnel_id)
+def report_range(
+    request: Request, from_: str | None, to: str | None
+) -> tuple[datetime, datetime, Window]:
     settings = request.app.state.api.settings
     end = parse_instant("to", to, datetime.now(UTC))
     start = parse_instant("from", from_, end - timedelta(days=settings.default_range_days))
     if start > end:
         raise HTTPException(400, "from: must not be after to")
-    window = Window(to_micros(start), to_micros(end), now_us())
+    return start, end, Window(to_micros(start), to_micros(end), now_us())
+
+
+async def load_inputs(
+    request: Request, project_id: str, funnel_id: str, from_: str | None, to: str | None
+) -> Inputs:
+    row = await _require(request, project_id, funnel_id)
+    start, end, window = report_range(request, from_, to)
     async with _sessions(request)() as session:
         entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
     return Inputs(row, definition_from_doc(row.definition), start, end, window, entries)

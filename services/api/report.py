@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.funnel import US, CountMode, Entry, FunnelDefinition, Touch, as_number
+from shared.funnel import US, CountMode, Entry, FunnelDefinition, Touch, value_number
 
 Attribution = Literal["first_touch", "last_touch", "step"]
 OTHER = "(other)"
@@ -92,39 +92,63 @@ def counted_entries(
     return counted
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What a group's step reports are made from, however it was computed.
+
+    Per step k (0-based): ``stopped[k]`` entries got exactly k+1 steps far, ``open[k]`` of them
+    still have their window open, ``timings[k]`` is the time from step k to step k+1 (``None``
+    for the first step or when nobody got there) and ``values[k]`` the (sum, average) of the
+    value property over entries that reached step k+1, if any was a number.
+    """
+
+    stopped: Sequence[int]
+    open: Sequence[int]
+    timings: Sequence[Timing | None]
+    values: Sequence[tuple[float, float] | None]
+
+
 def step_reports(
     definition: FunnelDefinition, counted: Sequence[Counted], now: int
 ) -> tuple[StepReport, ...]:
     n = len(definition.steps)
-    stopped_at = [0] * (n + 1)  # entries whose furthest step is k
-    stopped_open = [0] * n
+    stopped = [0] * n
+    open_ = [0] * n
     window = definition.window_us
     for _, entry in counted:
         got = len(entry.step_times)
-        stopped_at[got] += 1
+        stopped[got - 1] += 1
         if got < n and now < entry.t0 + window:
-            stopped_open[got - 1] += 1
-    reached = [sum(stopped_at[k + 1 :]) for k in range(n)]
+            open_[got - 1] += 1
+    timings = [_timing(counted, k) if k else None for k in range(n)]
+    values = []
+    for k in range(n):
+        found = _step_values(definition, counted, k)
+        values.append((sum(found), statistics.fmean(found)) if found else None)
+    return steps_from_tally(definition, Tally(stopped, open_, timings, values))
+
+
+def steps_from_tally(definition: FunnelDefinition, tally: Tally) -> tuple[StepReport, ...]:
+    n = len(definition.steps)
+    reached = [sum(tally.stopped[k:]) for k in range(n)]
     reports = []
     for k, step in enumerate(definition.steps):
-        stopped = reached[k] - (reached[k + 1] if k + 1 < n else reached[k])
-        dropped = stopped - stopped_open[k]
-        values = _step_values(definition, counted, k)
+        in_progress = tally.open[k] if k + 1 < n else 0
+        dropped = (tally.stopped[k] if k + 1 < n else 0) - in_progress
+        value = tally.values[k]
         reports.append(
             StepReport(
                 step=k + 1,
                 name=step.name,
                 persons=reached[k],
-                conversion_from_previous=_ratio(reached[k], reached[k - 1])
-                if k
-                else _ratio(reached[0], reached[0]),
+                conversion_from_previous=_ratio(reached[k], reached[k - 1 if k else 0]),
                 conversion_from_start=_ratio(reached[k], reached[0]),
                 dropped=dropped,
-                in_progress=stopped_open[k],
+                in_progress=in_progress,
                 drop_off_rate=_ratio(dropped, reached[k]) if k + 1 < n else None,
-                time_from_previous=_timing(counted, k) if k else None,
-                value_sum=sum(values) if values else None,
-                value_average=statistics.fmean(values) if values else None,
+                time_from_previous=tally.timings[k] if k else None,
+                value_sum=value[0] if value else None,
+                value_average=value[1] if value else None,
             )
         )
     return tuple(reports)
@@ -192,7 +216,7 @@ def _step_values(definition: FunnelDefinition, counted: Sequence[Counted], k: in
     if prop is None:
         return []
     numbers = (_at(e.step_values.get(prop, ()), k) for _, e in counted if e.reached > k)
-    return [x for x in map(as_number, numbers) if x is not None]
+    return [x for x in map(value_number, numbers) if x is not None]
 
 
 def _at(values: Sequence[str | None], k: int) -> str | None:

@@ -145,6 +145,9 @@ async def entries_in_range(
     stmt = select(
         e.person_id, e.t0_us, _as_text(e.step_times), e.disqualified, _as_text(e.step_values)
     ).where(e.funnel_id == funnel_id, e.t0_us >= start_us, e.t0_us < end_us)
+    # Newest row first: of two entries alike in everything the count looks at (same step
+    # times, other values), the report takes the first, as PostgreSQL's does (report_sql).
+    stmt = stmt.order_by(e.id.desc())
     found: dict[str, list[Entry]] = defaultdict(list)
     result = await session.execute(stmt)
     for person, t0, times, disqualified, values in result:
