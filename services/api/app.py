@@ -14,6 +14,7 @@ from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import analysis_routes, funnels_routes, metrics, webhooks_routes
+from services.api.report_cache import ReportCache
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
 
@@ -22,6 +23,7 @@ from shared.db import create_engine, sessionmaker
 class ApiState:
     settings: ApiSettings
     sessions: async_sessionmaker[AsyncSession]
+    reports: ReportCache
 
 
 def create_app(
@@ -34,7 +36,7 @@ def create_app(
         if makers is None:
             engine = create_engine(settings.database_url)
             makers = sessionmaker(engine)
-        app.state.api = ApiState(settings, makers)
+        app.state.api = ApiState(settings, makers, ReportCache(settings.report_cache_size))
         refresher = asyncio.create_task(
             metrics.refresh_forever(makers, settings.gauge_range_days, settings.gauge_refresh_s)
         )

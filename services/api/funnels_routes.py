@@ -8,12 +8,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import metrics, repository
 from services.api.auth import Admin, Reader
 from services.api.report import Breakdown, FunnelReport, Window, funnel_report
+from services.api.report_cache import Computed
 from services.api.report_sql import funnel_report_sql
 from services.api.schemas import FunnelIn, FunnelPatch
 from shared.db import is_postgres
@@ -22,6 +23,8 @@ from shared.funnel import CountMode, Entry, FunnelDefinition, definition_from_do
 from shared.keys import now_us
 
 router = APIRouter(prefix="/v1/funnels", tags=["funnels"])
+DAY_US = 86_400_000_000
+FOREVER_US = 2**62
 # Fields whose change alters counting, so stored progress must be recomputed.
 COUNTING_FIELDS = (
     "steps",
@@ -157,40 +160,90 @@ async def report(
     breakdown: Annotated[str | None, Query(max_length=200)] = None,
     attribution: Literal["first_touch", "last_touch", "step"] = "first_touch",
     step: Annotated[int, Query(ge=1, le=32)] = 1,
+    cache_control: Annotated[str | None, Header(description="no-cache: compute anew")] = None,
 ) -> dict[str, Any]:
     """Persons per step, conversion, drop-off, in progress and time between steps."""
     started = time.perf_counter()
     row = await _require(request, grant.project_id, funnel_id)
     definition = definition_from_doc(row.definition)
     start, end, window = report_range(request, from_, to)
-    settings = request.app.state.api.settings
+    state = request.app.state.api
     chosen = None
     if breakdown is not None:
         chosen = choose_breakdown(
-            definition, breakdown, attribution, step, settings.breakdown_limit
+            definition, breakdown, attribution, step, state.settings.breakdown_limit
         )
     mode = count or row.definition.get("count", "uniques")
+    async with _sessions(request)() as session:
+        stamp = await repository.offsets_stamp(session)
+    data = (row.id, row.version, row.backfill_done, row.backfill_persons, stamp)
+    key = (data, from_, to, mode, chosen)
+    fresh = "no-cache" in (cache_control or "").lower()
+    computed = None if fresh else state.reports.get(key, now_us())
+    cached = computed is not None
+    if computed is None:
+        rolling = state.settings.default_range_days * DAY_US if from_ is None else None
+
+        async def work() -> Computed:
+            async with _sessions(request)() as session:
+                result = await compute_report(session, funnel_id, definition, window, mode, chosen)
+                until = await valid_until(
+                    session, funnel_id, definition, window, open_end=to is None, rolling=rolling
+                )
+            return Computed(start, end, result, window.now, until)
+
+        computed = await state.reports.compute(key, work)
     async with _sessions(request)() as session:
         persons = (
             None
             if row.backfill_done
             else await repository.project_persons(session, grant.project_id)
         )
-        result = await compute_report(session, funnel_id, definition, window, mode, chosen)
     body = {
         "funnel": {"id": row.id, "name": row.name},
-        "from": format_time(start),
-        "to": format_time(end),
+        "from": format_time(computed.start),
+        "to": format_time(computed.end),
         "count": mode,
+        "computed_at": format_time(from_micros(computed.computed_at_us)),
+        "cached": cached,
         "backfill": {
             "done": row.backfill_done,
             "persons_done": row.backfill_persons,
             "persons_total": persons,
         },
-        **_report_body(result, chosen, definition),
+        **_report_body(computed.report, chosen, definition),
     }
     metrics.REPORT_SECONDS.labels("report").observe(time.perf_counter() - started)
     return body
+
+
+async def valid_until(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    window: Window,
+    *,
+    open_end: bool,
+    rolling: int | None,
+) -> int:
+    """The first instant the report of these stored entries can read differently."""
+    limits = []
+    # The earliest entry whose conversion window is still open closes it first.
+    w = definition.window_us
+    first_open = await repository.first_entry_from(
+        session, funnel_id, max(window.start, window.now - w + 1), window.end
+    )
+    if first_open is not None:
+        limits.append(first_open + w)
+    if open_end:  # "to" is now: an entry dated ahead of the clock joins the range
+        ahead = await repository.first_entry_from(session, funnel_id, window.end)
+        if ahead is not None:
+            limits.append(ahead + 1)
+        if rolling is not None:  # "from" follows "to": the earliest entry leaves the range
+            first = await repository.first_entry_from(session, funnel_id, window.start, window.end)
+            if first is not None:
+                limits.append(first + rolling + 1)
+    return min(limits, default=FOREVER_US)
 
 
 async def compute_report(

@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.funnel import Entry, Touch
 from shared.keys import now_us
-from shared.tables import events, funnel_entries, funnel_touches, funnels, remarketing_timers
+from shared.tables import (
+    consumer_offsets,
+    events,
+    funnel_entries,
+    funnel_touches,
+    funnels,
+    remarketing_timers,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,3 +182,28 @@ async def touches_in_range(
     for person, ts, seq, values in result:
         found[person].append(Touch(ts, seq, orjson.loads(values)))
     return found
+
+
+async def offsets_stamp(session: AsyncSession) -> tuple[int, int, int]:
+    """Moves whenever an aggregator commits a batch (its offsets are in the same transaction)."""
+    o = consumer_offsets.c
+    row = (
+        await session.execute(
+            select(
+                func.count(), func.coalesce(func.sum(o.next_offset), 0), func.max(o.updated_at_us)
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2] or 0)
+
+
+async def first_entry_from(
+    session: AsyncSession, funnel_id: str, from_us: int, before_us: int | None = None
+) -> int | None:
+    """The earliest entry start at or after ``from_us`` (and before ``before_us``)."""
+    e = funnel_entries.c
+    stmt = select(func.min(e.t0_us)).where(e.funnel_id == funnel_id, e.t0_us >= from_us)
+    if before_us is not None:
+        stmt = stmt.where(e.t0_us < before_us)
+    found = await session.scalar(stmt)
+    return None if found is None else int(found)

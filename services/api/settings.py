@@ -14,3 +14,4 @@ class ApiSettings(CommonSettings):
     breakdown_limit: int = 10
     gauge_range_days: int = 7
     gauge_refresh_s: float = 5.0
+    report_cache_size: int = 256

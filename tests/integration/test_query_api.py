@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 import pytest
 
 from services.aggregator.processor import Processor
+from services.api import repository
 from services.api.app import create_app
+from services.api.funnels_routes import valid_until
+from services.api.report import Window
 from services.api.settings import ApiSettings
+from shared.funnel import US, definition_from_doc
 from shared.keys import create_key
 from tests.helpers import canonical, records
 
@@ -35,9 +41,13 @@ async def api(database_url, keys):
             yield client
 
 
+_partitions = itertools.count()
+
+
 async def drain(sessions, batch) -> None:
     processor = Processor(sessions, "g", horizon_us=lambda: 0)
-    await processor.apply(records(batch), {})
+    # A partition of its own per call: each call's records start at offset 0.
+    await processor.apply(records(batch, partition=next(_partitions)), {})
     while await processor.backfill_step(100):
         pass
 
@@ -144,3 +154,85 @@ async def test_report_breakdown_by_first_touch(api, sessions):
     r = await api.get(f"/v1/funnels/{funnel_id}/report", params={**RANGE, "breakdown": "plan"})
     assert r.status_code == 400
     assert r.json()["detail"].startswith("breakdown:")
+
+
+async def test_report_is_served_from_cache_until_the_stored_state_changes(api, sessions):
+    funnel_id = (await api.post("/v1/funnels", json=FUNNEL)).json()["id"]
+    await drain(sessions, [canonical("p", "visit", T0), canonical("p", "signup", T0 + 60)])
+    url = f"/v1/funnels/{funnel_id}/report"
+    first = (await api.get(url, params=RANGE)).json()
+    again = (await api.get(url, params=RANGE)).json()
+    assert (first["cached"], again["cached"]) == (False, True)
+    assert again["steps"] == first["steps"]
+    assert again["computed_at"] == first["computed_at"]
+    # Other parameters are another report; no-cache computes anew.
+    assert (await api.get(url, params={**RANGE, "count": "totals"})).json()["cached"] is False
+    forced = await api.get(url, params=RANGE, headers={"Cache-Control": "no-cache"})
+    assert forced.json()["cached"] is False
+    # A committed batch moves the stamp: the next read is computed and sees the new person.
+    await drain(sessions, [canonical("q", "visit", T0 + 5)])
+    after = (await api.get(url, params=RANGE)).json()
+    assert after["cached"] is False
+    assert [s["persons"] for s in after["steps"]] == [2, 1, 0]
+    # So does a new definition.
+    await api.patch(f"/v1/funnels/{funnel_id}", json={"steps": FUNNEL["steps"][:2]})
+    await drain(sessions, [])
+    redefined = (await api.get(url, params=RANGE)).json()
+    assert (redefined["cached"], len(redefined["steps"])) == (False, 2)
+
+
+async def test_cached_report_expires_when_an_entry_window_closes(sessions, keys):
+    doc = {**FUNNEL, "window_seconds": 600}
+    async with sessions.begin() as session:
+        funnel_id = await repository.create_funnel(session, "proj", doc)
+    await drain(
+        sessions,
+        [
+            canonical("p", "visit", T0),
+            canonical("q", "visit", T0 + 100),
+            canonical("r", "visit", T0 + 86_400 * 2),  # dated after the range
+        ],
+    )
+    definition = definition_from_doc(doc)
+    start, end = T0 * US, (T0 + 86_400) * US
+    async with sessions() as session:
+        # At T0 + 300 s both windows are open: p's closes first, at T0 + 600 s.
+        at = await valid_until(
+            session,
+            funnel_id,
+            definition,
+            Window(start, end, (T0 + 300) * US),
+            open_end=False,
+            rolling=None,
+        )
+        assert at == (T0 + 600) * US
+        # Past p's close, q's is next; past both, nothing in the range changes with time ...
+        at = await valid_until(
+            session,
+            funnel_id,
+            definition,
+            Window(start, end, (T0 + 600) * US),
+            open_end=False,
+            rolling=None,
+        )
+        assert at == (T0 + 700) * US
+        # ... unless the range ends now: then r's entry joins it once the clock passes r's t0.
+        at = await valid_until(
+            session,
+            funnel_id,
+            definition,
+            Window(start, (T0 + 1000) * US, (T0 + 1000) * US),
+            open_end=True,
+            rolling=None,
+        )
+        assert at == (T0 + 86_400 * 2) * US + 1
+        # A rolling range (from = to - 1 day) loses p's entry once it starts after p's t0.
+        at = await valid_until(
+            session,
+            funnel_id,
+            definition,
+            Window(start, end, end),
+            open_end=True,
+            rolling=86_400 * US,
+        )
+        assert at == T0 * US + 86_400 * US + 1
