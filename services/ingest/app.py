@@ -242,10 +242,7 @@ async def accept(
         else:
             good.append(event)
     canonical = [canonicalize(e, project, received) for e in good]
-    records = [
-        Record(EVENTS_TOPIC, c.key, c.to_json(), ((SCHEMA_HEADER, str(SCHEMA_VERSION).encode()),))
-        for c in canonical
-    ]
+    records = [Record(EVENTS_TOPIC, c.key, c.to_json(), EVENT_HEADERS) for c in canonical]
     await _publish(state, records + rejected, len(canonical))
     _count("rejected", "invalid", len(rejected))
     if not canonical:
@@ -270,6 +267,9 @@ async def _publish(state: IngestState, records: list[Record], accepted: int) -> 
         raise RequestError(429, f"producer: {exc}; retry later", {"Retry-After": "1"}) from exc
     metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
     _count("accepted", "", accepted)
+
+
+EVENT_HEADERS = ((SCHEMA_HEADER, str(SCHEMA_VERSION).encode()),)
 
 
 def _renamed(problem: Problem, names: dict[str, str] | None) -> Problem:
