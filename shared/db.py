@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import JSON, Table, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -74,6 +74,26 @@ def is_postgres(session: AsyncSession) -> bool:
 def insert_ignoring(session: AsyncSession, table: Any) -> Any:
     """The dialect's INSERT, which offers ``on_conflict_do_nothing`` on both databases."""
     return (pg_insert if is_postgres(session) else sqlite_insert)(table)
+
+
+async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows (all with the same keys) in the session's transaction.
+
+    On PostgreSQL by binary COPY, several times cheaper per row than a multi-row INSERT for
+    the thousands of progress rows a batch writes; elsewhere by executemany.
+    """
+    if not rows:
+        return
+    if not is_postgres(session):
+        await session.execute(table.insert(), rows)
+        return
+    columns = list(rows[0])
+    documents = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    records = [tuple(_dumps(row[c]) if c in documents else row[c] for c in columns) for row in rows]
+    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    if driver is None:
+        raise RuntimeError("the pooled connection has no asyncpg connection")
+    await driver.copy_records_to_table(table.name, records=records, columns=columns)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.engine import PersonEvent, PersonProgress
-from shared.db import insert_ignoring, is_postgres
+from shared.db import bulk_insert, insert_ignoring, is_postgres
 from shared.events import CanonicalEvent, to_micros
 from shared.funnel import Entry, FunnelDefinition, definition_from_doc
 from shared.keys import now_us
@@ -181,36 +181,36 @@ async def replace_progress(
     new_touches = _unmatched(touches, stored_touches)
     await _delete_ids(session, funnel_entries, [i for ids in stored_entries.values() for i in ids])
     await _delete_ids(session, funnel_touches, [i for ids in stored_touches.values() for i in ids])
-    if new_entries:
-        await session.execute(
-            funnel_entries.insert(),
-            [
-                {
-                    "funnel_id": funnel_id,
-                    "person_id": k[0],
-                    "t0_us": e.t0,
-                    "reached": e.reached,
-                    "step_times": list(e.step_times),
-                    "disqualified": e.disqualified,
-                    "step_values": {p: list(v) for p, v in e.step_values.items()},
-                }
-                for k, e in new_entries
-            ],
-        )
-    if new_touches:
-        await session.execute(
-            funnel_touches.insert(),
-            [
-                {
-                    "funnel_id": funnel_id,
-                    "person_id": k[0],
-                    "ts_us": t.ts,
-                    "seq": t.seq,
-                    "values": dict(t.values),
-                }
-                for k, t in new_touches
-            ],
-        )
+    await bulk_insert(
+        session,
+        funnel_entries,
+        [
+            {
+                "funnel_id": funnel_id,
+                "person_id": k[0],
+                "t0_us": e.t0,
+                "reached": e.reached,
+                "step_times": list(e.step_times),
+                "disqualified": e.disqualified,
+                "step_values": {p: list(v) for p, v in e.step_values.items()},
+            }
+            for k, e in new_entries
+        ],
+    )
+    await bulk_insert(
+        session,
+        funnel_touches,
+        [
+            {
+                "funnel_id": funnel_id,
+                "person_id": k[0],
+                "ts_us": t.ts,
+                "seq": t.seq,
+                "values": dict(t.values),
+            }
+            for k, t in new_touches
+        ],
+    )
     if grace_s:
         await _replace_timers(session, funnel_id, progress, since_us, grace_s)
     return [
