@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 
 from bench.common import percentile, realistic_event, record
 from services.ingest.segment import to_event
-from services.ingest.validation import canonicalize, validate
+from services.ingest.validation import Problem, encode, validate
 from shared.events import EVENTS_TOPIC, SCHEMA_HEADER
 from tests.databases import migrated
 from tests.stack import Stack
@@ -34,10 +34,11 @@ def raw_producer_rate(bootstrap: str, events: list[dict], rounds: int) -> float:
     now = datetime.now(UTC)
     records = []
     for i, raw in enumerate(events):
-        event, _ = validate(to_event(raw, "track"), i, max_properties_bytes=32768)
+        event, _ = validate(to_event(raw, "track"), i)
         assert event is not None
-        c = canonicalize(event, "bench", now)
-        records.append((c.key, c.to_json()))
+        encoded = encode(event, i, "bench", now, max_properties_bytes=32768)
+        assert not isinstance(encoded, Problem)
+        records.append((encoded[0].key, encoded[1]))
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -157,7 +158,7 @@ def measure(events: list[dict], rounds: int, workers: int) -> dict[str, float]:
 def main(quick: bool = False) -> None:
     rng = random.Random(1)
     events = [realistic_event(rng, i) for i in range(10_000)]
-    rounds = 1 if quick else 5
+    rounds = 1 if quick else 7
     record("ingest, 1 worker process", measure(events, rounds, workers=1))
     record("ingest, 2 worker processes", measure(events, rounds, workers=2))
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import make_asgi_app
 
 from services.ingest import metrics, segment
@@ -24,9 +24,16 @@ from services.ingest.keys import DatabaseKeyStore, KeyStore
 from services.ingest.publisher import KafkaPublisher, Overloaded, Publisher, Record, Unavailable
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.settings import IngestSettings
-from services.ingest.validation import EventIn, Problem, canonicalize, validate
+from services.ingest.validation import Problem, encode, validate
 from shared.db import create_engine, sessionmaker
-from shared.events import EVENTS_TOPIC, REJECTED_TOPIC, SCHEMA_HEADER, SCHEMA_VERSION, format_time
+from shared.events import (
+    EVENTS_TOPIC,
+    REJECTED_TOPIC,
+    SCHEMA_HEADER,
+    SCHEMA_VERSION,
+    CanonicalEvent,
+    format_time,
+)
 
 
 class RequestError(Exception):
@@ -99,7 +106,7 @@ def app_from_environment() -> FastAPI:
     return create_app(IngestSettings())
 
 
-async def post_events(request: Request) -> JSONResponse:
+async def post_events(request: Request) -> Response:
     """One event, or ``{"batch": [...]}``; answered 202 once Kafka acknowledged them."""
     state: IngestState = request.app.state.ingest
     with metrics.IN_FLIGHT.track_inprogress(), metrics.REQUEST_SECONDS.labels("events").time():
@@ -111,7 +118,7 @@ async def post_events(request: Request) -> JSONResponse:
         return await accept(state, project, batch)
 
 
-async def post_segment(request: Request) -> JSONResponse:
+async def post_segment(request: Request) -> Response:
     """Segment tracking API: ``/v1/track``, ``/v1/page``, … and ``/v1/batch``; 200 when accepted."""
     state: IngestState = request.app.state.ingest
     kind = request.url.path.rsplit("/", 1)[-1]
@@ -217,7 +224,7 @@ async def accept(
     project: str,
     batch: Sequence[Any],
     field_names: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> Response:
     settings = state.settings
     if len(batch) > settings.max_batch_events:
         raise RequestError(413, f"batch: more than {settings.max_batch_events} events")
@@ -226,7 +233,8 @@ async def accept(
         _count("overloaded", "rate_limited", len(batch))
         raise RequestError(429, "rate limit exceeded", {"Retry-After": str(math.ceil(wait))})
     received = datetime.now(UTC)
-    good: list[EventIn] = []
+    canonical: list[CanonicalEvent] = []
+    records: list[Record] = []
     problems: list[Problem] = []
     rejected: list[Record] = []
     for index, raw in enumerate(batch):
@@ -234,15 +242,20 @@ async def accept(
             event, found = None, [Problem(index, raw.field, raw.reason)]
             raw = raw.raw
         else:
-            event, found = validate(raw, index, max_properties_bytes=settings.max_properties_bytes)
+            event, found = validate(raw, index)
             found = [_renamed(p, field_names) for p in found]
-        if event is None:
-            problems.extend(found)
-            rejected.append(_rejected_record(project, raw, found, received))
-        else:
-            good.append(event)
-    canonical = [canonicalize(e, project, received) for e in good]
-    records = [Record(EVENTS_TOPIC, c.key, c.to_json(), EVENT_HEADERS) for c in canonical]
+        if event is not None:
+            encoded = encode(
+                event, index, project, received, max_properties_bytes=settings.max_properties_bytes
+            )
+            if isinstance(encoded, Problem):
+                found = [encoded]
+            else:
+                canonical.append(encoded[0])
+                records.append(Record(EVENTS_TOPIC, encoded[0].key, encoded[1], EVENT_HEADERS))
+                continue
+        problems.extend(found)
+        rejected.append(_rejected_record(project, raw, found, received))
     await _publish(state, records + rejected, len(canonical))
     _count("rejected", "invalid", len(rejected))
     if not canonical:
@@ -252,7 +265,7 @@ async def accept(
         "event_ids": [c.event_id for c in canonical],
         "rejected": [p.as_dict() for p in problems],
     }
-    return JSONResponse(body, 202)
+    return Response(orjson.dumps(body), 202, media_type="application/json")
 
 
 async def _publish(state: IngestState, records: list[Record], accepted: int) -> None:

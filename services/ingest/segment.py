@@ -20,6 +20,9 @@ FIELD_NAMES = {
 }
 
 
+_NUMBERS = (int, float)
+
+
 class ShapeError(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(reason)
@@ -56,6 +59,6 @@ def to_event(message: Any, kind: str | None, batch_sent_at: Any = None) -> Any:
 
 def _text(value: Any) -> Any:
     """Segment SDKs may send numeric ids; empty strings mean absent."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if type(value) in _NUMBERS:  # not isinstance: True is no id
         return str(value)
     return value if value != "" else None

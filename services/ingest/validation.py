@@ -79,20 +79,34 @@ class Problem:
         return {"index": self.index, "field": self.field, "reason": self.reason}
 
 
-def validate(
-    raw: Any, index: int, *, max_properties_bytes: int
-) -> tuple[EventIn | None, list[Problem]]:
+def validate(raw: Any, index: int) -> tuple[EventIn | None, list[Problem]]:
+    """The event's fields checked; the size of its properties is checked by :func:`encode`."""
     if not isinstance(raw, dict):
         return None, [Problem(index, "(event)", "must be a JSON object")]
     try:
         event = EventIn.model_validate(raw)
     except ValidationError as exc:
         return None, [_problem(index, e) for e in exc.errors(include_url=False)]
-    size = len(orjson.dumps(event.properties, default=str))
-    if size > max_properties_bytes:
-        reason = f"is {size} bytes serialized; at most {max_properties_bytes}"
-        return None, [Problem(index, "properties", reason)]
     return event, []
+
+
+def encode(
+    event: EventIn, index: int, project_id: str, received_at: datetime, *, max_properties_bytes: int
+) -> tuple[CanonicalEvent, bytes] | Problem:
+    """The canonical event and its record value, or why its properties are too large.
+
+    The properties are measured apart only when the whole value is over the limit (a value within
+    it cannot hold larger properties): serializing is the dearest step of ingest's own work.
+    """
+    canonical = canonicalize(event, project_id, received_at)
+    value = canonical.to_json()
+    if len(value) > max_properties_bytes:
+        size = len(orjson.dumps(event.properties))
+        if size > max_properties_bytes:
+            return Problem(
+                index, "properties", f"is {size} bytes serialized; at most {max_properties_bytes}"
+            )
+    return canonical, value
 
 
 def _problem(index: int, error: Any) -> Problem:

@@ -120,6 +120,21 @@ def test_properties_over_32_kib_are_refused_by_field(client):
     assert r.json()["detail"][0]["field"] == "properties"
 
 
+def test_properties_at_the_limit_pass_however_large_the_whole_event(client, publisher):
+    at_limit = {"x": "y" * (32 * 1024 - len('{"x":""}'))}
+    event = {"user_id": "u", "event": "a", "properties": at_limit, "context": {"c": "z" * 40_000}}
+    assert client.post("/v1/events", json=event).status_code == 202
+    assert publisher.events()[0].properties == at_limit
+    over = {"x": at_limit["x"] + "y"}
+    r = client.post("/v1/events", json={**event, "properties": over})
+    assert r.status_code == 400
+    assert r.json()["detail"][0] == {
+        "index": 0,
+        "field": "properties",
+        "reason": "is 32769 bytes serialized; at most 32768",
+    }
+
+
 def test_clock_skew_is_corrected_from_sent_at(client, publisher):
     event = {
         "user_id": "u",
