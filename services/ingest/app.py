@@ -31,7 +31,6 @@ from shared.events import (
     REJECTED_TOPIC,
     SCHEMA_HEADER,
     SCHEMA_VERSION,
-    CanonicalEvent,
     format_time,
 )
 
@@ -233,7 +232,7 @@ async def accept(
         _count("overloaded", "rate_limited", len(batch))
         raise RequestError(429, "rate limit exceeded", {"Retry-After": str(math.ceil(wait))})
     received = datetime.now(UTC)
-    canonical: list[CanonicalEvent] = []
+    event_ids: list[str] = []
     records: list[Record] = []
     problems: list[Problem] = []
     rejected: list[Record] = []
@@ -251,18 +250,19 @@ async def accept(
             if isinstance(encoded, Problem):
                 found = [encoded]
             else:
-                canonical.append(encoded[0])
-                records.append(Record(EVENTS_TOPIC, encoded[0].key, encoded[1], EVENT_HEADERS))
+                canonical, value = encoded
+                event_ids.append(canonical.event_id)
+                records.append(Record(EVENTS_TOPIC, canonical.key, value, EVENT_HEADERS))
                 continue
         problems.extend(found)
         rejected.append(_rejected_record(project, raw, found, received))
-    await _publish(state, records + rejected, len(canonical))
+    await _publish(state, records + rejected, len(records))
     _count("rejected", "invalid", len(rejected))
-    if not canonical:
+    if not records:
         return JSONResponse({"detail": [p.as_dict() for p in problems]}, 400)
     body = {
-        "accepted": len(canonical),
-        "event_ids": [c.event_id for c in canonical],
+        "accepted": len(records),
+        "event_ids": event_ids,
         "rejected": [p.as_dict() for p in problems],
     }
     return Response(orjson.dumps(body), 202, media_type="application/json")
