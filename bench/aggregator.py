@@ -105,14 +105,15 @@ async def _stored(url: str) -> int:
     return int(n or 0)
 
 
-def follow(url: str, pid: int, target: int) -> tuple[float, float]:
-    """Wait until ``target`` events are stored; return (events/s while applying, peak RSS MB)."""
+def follow(url: str, pids: list[int], target: int) -> tuple[float, float]:
+    """Wait until ``target`` events are stored; return (events/s while applying, peak RSS MB
+    of the largest aggregator process)."""
     first: tuple[float, int] | None = None
     peak = 0.0
     while True:
         n = asyncio.run(_stored(url))
         now = time.perf_counter()
-        peak = max(peak, rss_mb(pid))
+        peak = max(peak, *(rss_mb(pid) for pid in pids))
         if n and first is None:
             first = (now, n)
         if n >= target:
@@ -121,7 +122,9 @@ def follow(url: str, pid: int, target: int) -> tuple[float, float]:
         time.sleep(0.5)
 
 
-def run_database(kind: str, broker: EmbeddedBroker, total: int, grow: int) -> dict[str, float]:
+def run_database(
+    kind: str, broker: EmbeddedBroker, total: int, grow: int, processes: int = 1
+) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-agg-{kind}-"))
     with migrated(kind, folder) as url:
         asyncio.run(_prepare(url))
@@ -129,22 +132,30 @@ def run_database(kind: str, broker: EmbeddedBroker, total: int, grow: int) -> di
             "DATABASE_URL": url,
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "AGGREGATOR_GROUP_ID": f"bench-{kind}-{time.time_ns()}",
-            "AGGREGATOR_METRICS_PORT": str(free_port()),
         }
-        process = spawn(["aggregator"], env, folder / "aggregator.log")
+        started = [
+            spawn(
+                ["aggregator"],
+                env | {"AGGREGATOR_METRICS_PORT": str(free_port())},
+                folder / f"aggregator-{i}.log",
+            )
+            for i in range(processes)
+        ]
+        pids = [p.pid for p in started]
         try:
-            rate, rss_100k = follow(url, process.pid, total)
+            rate, rss_100k = follow(url, pids, total)
             figures = {
                 f"{kind}: events/s applied": rate,
                 f"{kind}: peak RSS at 100k persons, MB": rss_100k,
             }
             if grow:
                 produce(broker.bootstrap, 100_000, grow, 1)
-                _, rss_grown = follow(url, process.pid, total + grow)
+                _, rss_grown = follow(url, pids, total + grow)
                 figures[f"{kind}: peak RSS at {100_000 + grow:,} persons, MB"] = rss_grown
             return figures
         finally:
-            stop_process(process)
+            for p in started:
+                stop_process(p)
 
 
 def main(quick: bool = False) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -59,9 +60,9 @@ class Processor:
                     outcomes["expired"] += 1
                 else:
                     fresh.append(event)
-            persons = await repository.store_events(session, fresh)
-            stored = sum(1 for e in fresh if (e.project_id, e.person_id) in persons)
-            await recompute(session, persons, horizon)
+            new_ids = await repository.store_events(session, fresh)
+            stored = sum(len(ids) for ids in new_ids.values())
+            await recompute(session, new_ids, horizon)
             await repository.advance_offsets(session, self._group_id, moves)
         outcomes["stored"] += stored
         outcomes["duplicate"] += len(fresh) - stored
@@ -117,11 +118,17 @@ class Processor:
 
 
 async def recompute(
-    session: AsyncSession, persons: Iterable[tuple[str, str]], horizon_us: int
+    session: AsyncSession,
+    new_ids: Mapping[tuple[str, str], AbstractSet[str]],
+    horizon_us: int,
 ) -> None:
-    """Re-evaluate every funnel of these persons' projects from their stored events."""
+    """Re-evaluate every funnel of these persons' projects from their stored events.
+
+    ``new_ids`` holds each person's events stored by this transaction: a person none of
+    whose other events is stored has no stored progress to compare with.
+    """
     by_project: dict[str, set[str]] = defaultdict(set)
-    for project, person in persons:
+    for project, person in new_ids:
         by_project[project].add(person)
     if not by_project:
         return
@@ -131,6 +138,11 @@ async def recompute(
         if not mine:
             continue
         history = await repository.person_events(session, project, people, horizon_us)
+        first_seen = {
+            p
+            for p in people
+            if all(e.event_id in new_ids[(project, p)] for e in history.get(p, ()))
+        }
         listening = await outbox.subscribed_types(session, project) & STEP_TYPES
         for funnel in mine:
             progress = {
@@ -139,7 +151,7 @@ async def recompute(
                 if funnel.covers(p)
             }
             advances = await repository.replace_progress(
-                session, funnel.id, progress, horizon_us, _graces(funnel)
+                session, funnel.id, progress, horizon_us, _graces(funnel), first_seen
             )
             if listening:
                 await _announce(session, funnel, advances, listening)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -49,10 +50,13 @@ class ActiveFunnel:
         )
 
 
-async def store_events(session: AsyncSession, batch: Sequence[CanonicalEvent]) -> set[PersonKey]:
-    """Insert events not seen before (by project and event id); return whose were new."""
+async def store_events(
+    session: AsyncSession, batch: Sequence[CanonicalEvent]
+) -> dict[PersonKey, set[str]]:
+    """Insert events not seen before (by project and event id); return the new event ids
+    of each person who had any."""
     if not batch:
-        return set()
+        return {}
     unique = {(e.project_id, e.event_id): e for e in batch}.values()
     rows = [
         {
@@ -70,10 +74,12 @@ async def store_events(session: AsyncSession, batch: Sequence[CanonicalEvent]) -
     stmt = (
         insert_ignoring(session, events)
         .on_conflict_do_nothing(index_elements=["project_id", "event_id"])
-        .returning(events.c.project_id, events.c.person_id)
+        .returning(events.c.project_id, events.c.person_id, events.c.event_id)
     )
-    result = await session.execute(stmt, rows)
-    return {(r.project_id, r.person_id) for r in result}
+    stored: dict[PersonKey, set[str]] = defaultdict(set)
+    for r in await session.execute(stmt, rows):
+        stored[(r.project_id, r.person_id)].add(r.event_id)
+    return stored
 
 
 async def person_events(
@@ -160,19 +166,26 @@ async def replace_progress(
     progress: Mapping[str, PersonProgress],
     since_us: int,
     grace_s: Mapping[str, int] | None = None,
+    first_seen: AbstractSet[str] = frozenset(),
 ) -> list[Advance]:
     """Make these persons' stored entries (t0 >= since), touches and pending re-marketing
     timers equal to ``progress``; return the entries that advanced.
 
     Only rows that changed are written: a person with one new event usually changes one
     entry and adds one touch, however long their history. ``grace_s`` maps each
-    re-marketing rule of the funnel to its grace period.
+    re-marketing rule of the funnel to its grace period. Persons in ``first_seen`` have no
+    stored event from ``since`` on other than those of this transaction, hence no stored
+    progress either: their rows are written without looking for stored ones.
     """
-    people = sorted(progress)
-    stored_entries, stored_touches = await _stored(session, funnel_id, people, since_us)
-    entries = [(_entry_key(person, e), e) for person, p in progress.items() for e in p.entries]
+    known = sorted(p for p in progress if p not in first_seen)
+    stored_entries, stored_touches = await _stored(session, funnel_id, known, since_us)
+    entries = [
+        (_entry_key(person, e) if person not in first_seen else (person, e.t0, "", False, ""), e)
+        for person, p in progress.items()
+        for e in p.entries
+    ]
     touches = [
-        ((person, t.ts, t.seq, _canonical(dict(t.values))), t)
+        ((person, t.ts, t.seq, "" if person in first_seen else _canonical(dict(t.values))), t)
         for person, p in progress.items()
         for t in p.touches
     ]
@@ -212,7 +225,7 @@ async def replace_progress(
         ],
     )
     if grace_s:
-        await _replace_timers(session, funnel_id, progress, since_us, grace_s)
+        await _replace_timers(session, funnel_id, progress, known, since_us, grace_s)
     return [
         Advance(k[0], e, before.get((k[0], e.t0), 0))
         for k, e in new_entries
@@ -301,14 +314,15 @@ async def _replace_timers(
     session: AsyncSession,
     funnel_id: str,
     progress: Mapping[str, PersonProgress],
+    people: Sequence[str],
     since_us: int,
     grace_s: Mapping[str, int],
 ) -> None:
     """Pending timers become exactly the live, uncancelled ones; fired ones stay as they are.
 
     A goal reached (even by a late event) removes the pending occurrences it cancels.
+    ``people`` are those who may have stored timers.
     """
-    people = sorted(progress)
     for i in range(0, len(people), CHUNK):
         await session.execute(
             delete(remarketing_timers).where(
