@@ -1,7 +1,8 @@
 """Aggregator throughput: Kafka -> committed state, vs raw kafka-python consumption.
 
-3 funnels of 5 steps, 100,000 persons, on PostgreSQL and on SQLite; the raw consumer reads
-the same topic from the same broker in the same run (the ceiling). Resident memory of the
+3 funnels of 5 steps, 100,000 persons, on PostgreSQL (one aggregator process, then two sharing
+the partitions as one consumer group) and on SQLite; the raw consumer reads the same topic from
+the same broker in the same run (the ceiling). Resident memory of the
 aggregator is sampled while persons grow from 100,000 to 1,000,000 (PostgreSQL).
 """
 
@@ -167,8 +168,12 @@ def main(quick: bool = False) -> None:
         ceiling = raw_consume_rate(broker.bootstrap, total)
         figures: dict[str, float] = {"events": total, "raw kafka-python consume, events/s": ceiling}
         figures |= run_database("postgresql", broker, total, grow=0 if quick else 900_000)
+        two = run_database("postgresql", broker, total, grow=0, processes=2)
+        figures["postgresql, 2 aggregator processes: events/s applied"] = two[
+            "postgresql: events/s applied"
+        ]
         figures |= run_database("sqlite", broker, total, grow=0)
-        for kind in ("postgresql", "sqlite"):
+        for kind in ("postgresql", "postgresql, 2 aggregator processes", "sqlite"):
             figures[f"{kind}: ratio to raw consume (target >= 0.30)"] = (
                 figures[f"{kind}: events/s applied"] / ceiling
             )

@@ -36,7 +36,12 @@ def create_app(
         if makers is None:
             engine = create_engine(settings.database_url)
             makers = sessionmaker(engine)
-        app.state.api = ApiState(settings, makers, ReportCache(settings.report_cache_size))
+        reports = ReportCache(
+            settings.report_cache_size,
+            max_stale_us=int(settings.report_max_stale_s * 1_000_000),
+            slow_us=int(settings.report_stale_after_ms * 1_000),
+        )
+        app.state.api = ApiState(settings, makers, reports)
         refresher = asyncio.create_task(
             metrics.refresh_forever(makers, settings.gauge_range_days, settings.gauge_refresh_s)
         )
@@ -46,6 +51,7 @@ def create_app(
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            await reports.close()
             if engine is not None:
                 await engine.dispose()
 

@@ -176,23 +176,28 @@ async def report(
     mode = count or row.definition.get("count", "uniques")
     async with _sessions(request)() as session:
         stamp = await repository.offsets_stamp(session)
-    data = (row.id, row.version, row.backfill_done, row.backfill_persons, stamp)
-    key = (data, from_, to, mode, chosen)
+    key = (row.id, row.version, from_, to, mode, chosen)
+    basis = (row.backfill_done, row.backfill_persons, stamp)
+    rolling = state.settings.default_range_days * DAY_US if from_ is None else None
+
+    async def work() -> Computed:
+        began = time.perf_counter()
+        async with _sessions(request)() as session:
+            result = await compute_report(session, funnel_id, definition, window, mode, chosen)
+            until = await valid_until(
+                session, funnel_id, definition, window, open_end=to is None, rolling=rolling
+            )
+        took = int((time.perf_counter() - began) * 1_000_000)
+        return Computed(start, end, result, window.now, until, basis, took)
+
     fresh = "no-cache" in (cache_control or "").lower()
-    computed = None if fresh else state.reports.get(key, now_us())
-    cached = computed is not None
-    if computed is None:
-        rolling = state.settings.default_range_days * DAY_US if from_ is None else None
-
-        async def work() -> Computed:
-            async with _sessions(request)() as session:
-                result = await compute_report(session, funnel_id, definition, window, mode, chosen)
-                until = await valid_until(
-                    session, funnel_id, definition, window, open_end=to is None, rolling=rolling
-                )
-            return Computed(start, end, result, window.now, until)
-
-        computed = await state.reports.compute(key, work)
+    kept = None if fresh else state.reports.get(key, basis, now_us())
+    if kept is None:
+        computed, freshness = await state.reports.compute(key, work), "computed"
+    else:
+        computed, freshness = kept
+        if freshness == "stale":
+            state.reports.refresh(key, work)
     async with _sessions(request)() as session:
         persons = (
             None
@@ -205,7 +210,8 @@ async def report(
         "to": format_time(computed.end),
         "count": mode,
         "computed_at": format_time(from_micros(computed.computed_at_us)),
-        "cached": cached,
+        "cached": freshness != "computed",
+        "stale": freshness == "stale",
         "backfill": {
             "done": row.backfill_done,
             "persons_done": row.backfill_persons,

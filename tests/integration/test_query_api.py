@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 
 import httpx
@@ -31,7 +33,14 @@ async def keys(sessions):
 
 @pytest.fixture
 async def api(database_url, keys):
-    app = create_app(ApiSettings(database_url=database_url))
+    # Exact reports only: how fast a tiny report computes on a busy machine must not matter.
+    async with _client(ApiSettings(database_url=database_url, report_max_stale_s=0), keys) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def _client(settings: ApiSettings, keys):
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         headers = {"Authorization": f"Bearer {keys['admin']}"}
@@ -179,6 +188,40 @@ async def test_report_is_served_from_cache_until_the_stored_state_changes(api, s
     await drain(sessions, [])
     redefined = (await api.get(url, params=RANGE)).json()
     assert (redefined["cached"], len(redefined["steps"])) == (False, 2)
+
+
+async def test_slow_report_is_served_stale_while_a_refresh_runs(database_url, sessions, keys):
+    # Every report counts as slow here, so an inexact kept one is served stale for 60 s.
+    settings = ApiSettings(
+        database_url=database_url, report_max_stale_s=60, report_stale_after_ms=0
+    )
+    async with _client(settings, keys) as api:
+        funnel_id = (await api.post("/v1/funnels", json=FUNNEL)).json()["id"]
+        await drain(sessions, [canonical("p", "visit", T0), canonical("p", "signup", T0 + 60)])
+        url = f"/v1/funnels/{funnel_id}/report"
+        first = (await api.get(url, params=RANGE)).json()
+        assert (first["cached"], first["stale"]) == (False, False)
+        await drain(sessions, [canonical("q", "visit", T0 + 5)])
+        # The stored state moved: the kept report is answered at once, marked stale ...
+        stale = (await api.get(url, params=RANGE)).json()
+        assert (stale["cached"], stale["stale"]) == (True, True)
+        assert [s["persons"] for s in stale["steps"]] == [1, 1, 0]
+        assert stale["computed_at"] == first["computed_at"]
+        # ... while one computation of the current state runs; a later read gets it, exact.
+        for _ in range(100):
+            now = (await api.get(url, params=RANGE)).json()
+            if not now["stale"]:
+                break
+            await asyncio.sleep(0.05)
+        assert (now["cached"], now["stale"]) == (True, False)
+        assert [s["persons"] for s in now["steps"]] == [2, 1, 0]
+        # no-cache always computes the current state.
+        await drain(sessions, [canonical("r", "visit", T0 + 9)])
+        forced = await api.get(url, params=RANGE, headers={"Cache-Control": "no-cache"})
+        assert (forced.json()["cached"], [s["persons"] for s in forced.json()["steps"]]) == (
+            False,
+            [3, 1, 0],
+        )
 
 
 async def test_cached_report_expires_when_an_entry_window_closes(sessions, keys):
