@@ -76,24 +76,45 @@ def insert_ignoring(session: AsyncSession, table: Any) -> Any:
     return (pg_insert if is_postgres(session) else sqlite_insert)(table)
 
 
-async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+async def bulk_insert(
+    session: AsyncSession, table: Table, rows: list[dict[str, Any]], *, into: str | None = None
+) -> None:
     """Insert many rows (all with the same keys) in the session's transaction.
 
     On PostgreSQL by binary COPY, several times cheaper per row than a multi-row INSERT for
-    the thousands of progress rows a batch writes; elsewhere by executemany.
+    the thousands of progress rows a batch writes; elsewhere by executemany. ``into`` names
+    another table of the same columns to copy into instead (PostgreSQL only).
     """
     if not rows:
         return
     if not is_postgres(session):
+        if into is not None:
+            raise ValueError("into: PostgreSQL only")
         await session.execute(table.insert(), rows)
         return
     columns = list(rows[0])
     documents = {c.name for c in table.columns if isinstance(c.type, JSON)}
     records = [tuple(_dumps(row[c]) if c in documents else row[c] for c in columns) for row in rows]
-    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    driver = await asyncpg_connection(session)
+    await driver.copy_records_to_table(into or table.name, records=records, columns=columns)
+
+
+async def asyncpg_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session's (PostgreSQL) transaction, begun.
+
+    SQLAlchemy's asyncpg adapter opens the database transaction lazily, at the first
+    statement it executes itself: a COPY sent to the bare connection before that would run
+    in autocommit, outside the transaction. So one statement goes through SQLAlchemy first.
+    """
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
     if driver is None:
         raise RuntimeError("the pooled connection has no asyncpg connection")
-    await driver.copy_records_to_table(table.name, records=records, columns=columns)
+    if not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
+    if not driver.is_in_transaction():
+        raise RuntimeError("no transaction is open on the asyncpg connection")
+    return driver
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

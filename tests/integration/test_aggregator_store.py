@@ -13,6 +13,7 @@ from services.aggregator.repository import StaleOffsets
 from services.aggregator.source import SourceRecord
 from services.api import repository as api_repo
 from services.api.schemas import FunnelIn
+from shared.db import bulk_insert
 from shared.events import EVENTS_TOPIC
 from shared.keys import create_key
 from shared.tables import consumer_offsets, dead_letters, events, funnel_entries
@@ -172,3 +173,45 @@ async def test_young_tables_get_their_statistics_refreshed(sessions, database_ur
     async with sessions.begin() as session:
         second = await repository.analyze_if_stale(session)
     assert (first, second) == (expected, [])
+
+
+class _Abort(Exception):
+    pass
+
+
+async def test_bulk_writes_first_in_a_transaction_roll_back_with_it(sessions):
+    """COPY goes to the bare asyncpg connection: it must still be inside the transaction,
+    even as the transaction's first statement (SQLAlchemy begins it lazily)."""
+    funnel_id = await new_funnel(sessions, "visit", "signup")
+    row = {
+        "funnel_id": funnel_id,
+        "person_id": "p",
+        "t0_us": T0 * 1_000_000,
+        "reached": 1,
+        "step_times": [T0 * 1_000_000],
+        "disqualified": False,
+        "step_values": {},
+    }
+
+    async def write_then_abort() -> None:
+        async with sessions.begin() as session:
+            await bulk_insert(session, funnel_entries, [row])
+            await repository.store_events(session, [canonical("p", "visit", T0)])
+            raise _Abort
+
+    with pytest.raises(_Abort):
+        await write_then_abort()
+    async with sessions() as session:
+        stored_entries = await session.scalar(select(func.count()).select_from(funnel_entries))
+        stored_events = await session.scalar(select(func.count()).select_from(events))
+    assert (stored_entries, stored_events) == (0, 0)
+    # The same writes, committed, are there; the event twice in a row is stored once.
+    for _ in range(2):
+        async with sessions.begin() as session:
+            new = await repository.store_events(session, [canonical("p", "visit", T0)])
+            if new:
+                await bulk_insert(session, funnel_entries, [row])
+    async with sessions() as session:
+        stored_entries = await session.scalar(select(func.count()).select_from(funnel_entries))
+        stored_events = await session.scalar(select(func.count()).select_from(events))
+    assert (stored_entries, stored_events) == (1, 1)
