@@ -114,6 +114,21 @@ funnel_touches = Table(
     Index(None, "funnel_id", "person_id", "ts_us"),
 )
 
+# Changes of a funnel's stored progress, counted per Kafka partition (migration 0005).
+funnel_changes = Table(
+    "funnel_changes",
+    metadata,
+    Column(
+        "funnel_id",
+        String(36),
+        ForeignKey("funnels.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("topic", String(249), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("changes", BigInteger, nullable=False),
+)
+
 consumer_offsets = Table(
     "consumer_offsets",
     metadata,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics, outbox, repository
 from services.aggregator.engine import evaluate
+from services.aggregator.repository import PersonKey
 from services.aggregator.source import Partition, SourceRecord
 from shared.events import CanonicalEvent, WireError, format_time, from_micros, to_micros
 from shared.funnel import entry_value
@@ -51,6 +52,7 @@ class Processor:
         outcomes: dict[str, int] = defaultdict(int)
         async with self._sessions.begin() as session:
             fresh: list[CanonicalEvent] = []
+            partitions: dict[PersonKey, set[Partition]] = defaultdict(set)
             for r in records:
                 moves[(r.topic, r.partition)] = (expected.get((r.topic, r.partition)), r.offset + 1)
                 event = await self._decode(session, r)
@@ -60,9 +62,18 @@ class Processor:
                     outcomes["expired"] += 1
                 else:
                     fresh.append(event)
+                    partitions[(event.project_id, event.person_id)].add((r.topic, r.partition))
             new_ids = await repository.store_events(session, fresh)
             stored = sum(len(ids) for ids in new_ids.values())
-            await recompute(session, new_ids, horizon)
+            changed = await recompute(session, new_ids, horizon)
+            await repository.count_changes(
+                session,
+                {
+                    (funnel_id, topic, partition)
+                    for funnel_id, project, person in changed
+                    for topic, partition in partitions[(project, person)]
+                },
+            )
             await repository.advance_offsets(session, self._group_id, moves)
         outcomes["stored"] += stored
         outcomes["duplicate"] += len(fresh) - stored
@@ -106,6 +117,7 @@ class Processor:
             horizon = self._horizon_us()
             history = await repository.person_events(session, funnel.project_id, persons, horizon)
             progress = {p: evaluate(funnel.definition, history.get(p, ())) for p in persons}
+            # Not counted as changes: reports key on the backfill's progress instead.
             await repository.replace_progress(
                 session, funnel.id, progress, horizon, _graces(funnel)
             )
@@ -121,17 +133,19 @@ async def recompute(
     session: AsyncSession,
     new_ids: Mapping[tuple[str, str], AbstractSet[str]],
     horizon_us: int,
-) -> None:
-    """Re-evaluate every funnel of these persons' projects from their stored events.
+) -> set[tuple[str, str, str]]:
+    """Re-evaluate every funnel of these persons' projects from their stored events; return
+    the (funnel, project, person) whose stored entries or touches changed.
 
     ``new_ids`` holds each person's events stored by this transaction: a person none of
     whose other events is stored has no stored progress to compare with.
     """
+    changed: set[tuple[str, str, str]] = set()
     by_project: dict[str, set[str]] = defaultdict(set)
     for project, person in new_ids:
         by_project[project].add(person)
     if not by_project:
-        return
+        return changed
     funnels = await repository.active_funnels(session, by_project)
     for project, people in sorted(by_project.items()):
         mine = [f for f in funnels if f.project_id == project]
@@ -150,11 +164,13 @@ async def recompute(
                 for p in people
                 if funnel.covers(p)
             }
-            advances = await repository.replace_progress(
+            replaced = await repository.replace_progress(
                 session, funnel.id, progress, horizon_us, _graces(funnel), first_seen
             )
+            changed.update((funnel.id, project, person) for person in replaced.changed)
             if listening:
-                await _announce(session, funnel, advances, listening)
+                await _announce(session, funnel, replaced.advances, listening)
+    return changed
 
 
 STEP_TYPES = {"funnel.step_reached", "funnel.converted"}

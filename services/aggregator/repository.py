@@ -24,6 +24,7 @@ from shared.tables import (
     consumer_offsets,
     dead_letters,
     events,
+    funnel_changes,
     funnel_entries,
     funnel_touches,
     funnels,
@@ -192,9 +193,10 @@ async def replace_progress(
     since_us: int,
     grace_s: Mapping[str, int] | None = None,
     first_seen: AbstractSet[str] = frozenset(),
-) -> list[Advance]:
+) -> Replaced:
     """Make these persons' stored entries (t0 >= since), touches and pending re-marketing
-    timers equal to ``progress``; return the entries that advanced.
+    timers equal to ``progress``; return the entries that advanced and the persons whose
+    entries or touches changed.
 
     Only rows that changed are written: a person with one new event usually changes one
     entry and adds one touch, however long their history. ``grace_s`` maps each
@@ -217,6 +219,9 @@ async def replace_progress(
     before = _reached_before(stored_entries)
     new_entries = _unmatched(entries, stored_entries)
     new_touches = _unmatched(touches, stored_touches)
+    changed = {k[0] for k, _ in new_entries} | {k[0] for k, _ in new_touches}
+    changed |= {k[0] for k, ids in stored_entries.items() if ids}
+    changed |= {k[0] for k, ids in stored_touches.items() if ids}
     await _delete_ids(session, funnel_entries, [i for ids in stored_entries.values() for i in ids])
     await _delete_ids(session, funnel_touches, [i for ids in stored_touches.values() for i in ids])
     await bulk_insert(
@@ -251,11 +256,33 @@ async def replace_progress(
     )
     if grace_s:
         await _replace_timers(session, funnel_id, progress, known, since_us, grace_s)
-    return [
+    advances = [
         Advance(k[0], e, before.get((k[0], e.t0), 0))
         for k, e in new_entries
         if not e.disqualified and e.reached > before.get((k[0], e.t0), 0)
     ]
+    return Replaced(advances, changed)
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    advances: list[Advance]
+    changed: set[str]  # persons whose stored entries or touches changed
+
+
+async def count_changes(session: AsyncSession, changed: Iterable[tuple[str, str, int]]) -> None:
+    """Add one to each (funnel, topic, partition) change counter (see migration 0005)."""
+    rows = [
+        {"funnel_id": f, "topic": t, "partition": p, "changes": 1} for f, t, p in sorted(changed)
+    ]
+    if not rows:
+        return
+    stmt = insert_ignoring(session, funnel_changes)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["funnel_id", "topic", "partition"],
+        set_={"changes": funnel_changes.c.changes + 1},
+    )
+    await session.execute(stmt, rows)
 
 
 EntryKey = tuple[str, int, str, bool, str]

@@ -175,7 +175,7 @@ async def report(
         )
     mode = count or row.definition.get("count", "uniques")
     async with _sessions(request)() as session:
-        stamp = await repository.offsets_stamp(session)
+        stamp = await repository.change_stamp(session, row.id)
     key = (row.id, row.version, from_, to, mode, chosen)
     basis = (row.backfill_done, row.backfill_persons, stamp)
     rolling = state.settings.default_range_days * DAY_US if from_ is None else None
@@ -219,6 +219,7 @@ async def report(
         },
         **_report_body(computed.report, chosen, definition),
     }
+    metrics.REPORTS.labels(freshness).inc()
     metrics.REPORT_SECONDS.labels("report").observe(time.perf_counter() - started)
     return body
 

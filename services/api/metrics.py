@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import repository
@@ -35,6 +35,11 @@ REFRESH_SECONDS = Histogram(
 )
 REPORT_SECONDS = Histogram(
     "funnel_api_report_duration_seconds", "Time to answer a report request.", ["kind"]
+)
+REPORTS = Counter(
+    "funnel_api_reports_total",
+    "Report answers by freshness: computed, exact from the cache, or stale from the cache.",
+    ["freshness"],
 )
 _GAUGES = (STEP_PERSONS, STEP_IN_PROGRESS, STEP_CONVERSION)
 

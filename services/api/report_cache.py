@@ -5,19 +5,20 @@ A report depends on the funnel's definition, on the stored entries and touches, 
 clock (which entries are still in progress; which entries an open-ended range covers). A kept
 report is *exact* while all three are unchanged:
 
-- its *basis* has not moved: the funnel's backfill progress and the aggregator's committed
-  consumer offsets (every batch commits its offsets in the transaction that writes its
-  entries, so any committed change to the stored state moves them); the definition's version
-  is part of the key itself;
+- its *basis* has not moved: the funnel's backfill progress and its change counters (the
+  aggregator adds to them in the transaction that changes the funnel's entries or touches,
+  so any committed change to what the report reads moves them); the definition's version is
+  part of the key itself;
 - the clock has not reached ``valid_until``: the first instant at which an entry of the range
   closes its window, enters an open-ended range or leaves a rolling one.
 
-Under a steady stream of events the basis moves with every batch, and a report over a large
-range takes seconds to compute. So a kept report that is no longer exact, but took at least
-``slow_us`` to compute and was computed at most ``max_stale_us`` ago, is served *stale* (the
-answer says so and when it was computed) while one computation of the current state runs in
-the background; a later read gets that one. Reports quicker than ``slow_us`` are always
-computed when inexact, so they stay exact; ``max_stale_us`` 0 serves exact reports only.
+Under a steady stream of events the basis of an active funnel moves with every batch, and a
+report over a large range takes seconds to compute. So a kept report that is no longer exact,
+but took at least ``slow_us`` to compute and was computed at most ``max_stale_us`` ago, is
+served *stale* (the answer says so and when it was computed) while one computation of the
+current state runs in the background; a later read gets that one. Reports quicker than
+``slow_us`` are always computed when inexact, so they stay exact; ``max_stale_us`` 0 serves
+exact reports only.
 
 The basis is read before the report is computed: a change committed in between makes the next
 read find it inexact, never take it for exact. Identical requests that miss together share one

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.funnel import Entry, Touch
 from shared.keys import now_us
 from shared.tables import (
-    consumer_offsets,
     events,
+    funnel_changes,
     funnel_entries,
     funnel_touches,
     funnels,
@@ -184,17 +184,18 @@ async def touches_in_range(
     return found
 
 
-async def offsets_stamp(session: AsyncSession) -> tuple[int, int, int]:
-    """Moves whenever an aggregator commits a batch (its offsets are in the same transaction)."""
-    o = consumer_offsets.c
+async def change_stamp(session: AsyncSession, funnel_id: str) -> tuple[int, int]:
+    """Moves whenever an aggregator commits a change to this funnel's stored progress (its
+    change counters are written in the same transaction as the progress)."""
+    c = funnel_changes.c
     row = (
         await session.execute(
-            select(
-                func.count(), func.coalesce(func.sum(o.next_offset), 0), func.max(o.updated_at_us)
+            select(func.count(), func.coalesce(func.sum(c.changes), 0)).where(
+                c.funnel_id == funnel_id
             )
         )
     ).one()
-    return int(row[0]), int(row[1]), int(row[2] or 0)
+    return int(row[0]), int(row[1])
 
 
 async def first_entry_from(

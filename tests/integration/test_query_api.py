@@ -8,6 +8,7 @@ import itertools
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.aggregator.processor import Processor
 from services.api import repository
@@ -190,6 +191,33 @@ async def test_report_is_served_from_cache_until_the_stored_state_changes(api, s
     assert (redefined["cached"], len(redefined["steps"])) == (False, 2)
 
 
+async def test_a_batch_that_leaves_a_funnel_alone_keeps_its_reports_exact(api, sessions):
+    signup_id = (await api.post("/v1/funnels", json=FUNNEL)).json()["id"]
+    other = {"name": "support", "steps": [{"event": "ticket"}, {"event": "solved"}]}
+    support_id = (await api.post("/v1/funnels", json=other)).json()["id"]
+    await drain(sessions, [canonical("p", "visit", T0), canonical("p", "ticket", T0 + 1)])
+    signup, support = (f"/v1/funnels/{i}/report" for i in (signup_id, support_id))
+    for url in (signup, support):
+        assert (await api.get(url, params=RANGE)).json()["cached"] is False
+    # Events of the support funnel only: the signup funnel's kept report is still exact.
+    await drain(sessions, [canonical("q", "ticket", T0 + 2), canonical("q", "solved", T0 + 3)])
+    kept = (await api.get(signup, params=RANGE)).json()
+    assert (kept["cached"], kept["stale"], kept["steps"][0]["persons"]) == (True, False, 1)
+    moved = (await api.get(support, params=RANGE)).json()
+    assert moved["cached"] is False
+    assert [s["persons"] for s in moved["steps"]] == [2, 1]
+    # An event of no funnel's steps, and a duplicate of a stored one, change nothing either.
+    await drain(sessions, [canonical("r", "browse", T0 + 4), canonical("p", "visit", T0)])
+    assert (await api.get(support, params=RANGE)).json()["cached"] is True
+    # A later signup step for p moves the signup funnel again.
+    await drain(sessions, [canonical("p", "signup", T0 + 5)])
+    after = (await api.get(signup, params=RANGE)).json()
+    assert (after["cached"], [s["persons"] for s in after["steps"]]) == (False, [1, 1, 0])
+
+
+STALE_ANSWERS = "funnel_api_reports_total"
+
+
 async def test_slow_report_is_served_stale_while_a_refresh_runs(database_url, sessions, keys):
     # Every report counts as slow here, so an inexact kept one is served stale for 60 s.
     settings = ApiSettings(
@@ -203,7 +231,9 @@ async def test_slow_report_is_served_stale_while_a_refresh_runs(database_url, se
         assert (first["cached"], first["stale"]) == (False, False)
         await drain(sessions, [canonical("q", "visit", T0 + 5)])
         # The stored state moved: the kept report is answered at once, marked stale ...
+        served_stale = REGISTRY.get_sample_value(STALE_ANSWERS, {"freshness": "stale"}) or 0
         stale = (await api.get(url, params=RANGE)).json()
+        assert REGISTRY.get_sample_value(STALE_ANSWERS, {"freshness": "stale"}) == served_stale + 1
         assert (stale["cached"], stale["stale"]) == (True, True)
         assert [s["persons"] for s in stale["steps"]] == [1, 1, 0]
         assert stale["computed_at"] == first["computed_at"]
