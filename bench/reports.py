@@ -272,6 +272,8 @@ def main(quick: bool = False) -> None:
             "speed-up, cached": raw_p50 / percentile(cached, 0.5),
             "under a stream of batches, served p50, ms": percentile(streamed, 0.5) * 1000,
             "under a stream of batches, served p99, ms": percentile(streamed, 0.99) * 1000,
+            "under a stream of batches, slowest served, ms": max(streamed) * 1000,
+            "under a stream of batches, reads": len(streamed),
             "under a stream of batches, oldest report served, s": max(ages),
             "under a stream of batches, batches committed": batches,
             "speed-up, served under a stream (p50)": raw_p50 / percentile(streamed, 0.5),

@@ -15,5 +15,5 @@ class ApiSettings(CommonSettings):
     gauge_range_days: int = 7
     gauge_refresh_s: float = 5.0
     report_cache_size: int = 256
-    report_max_stale_s: float = 30.0
+    report_max_stale_s: float = 60.0
     report_stale_after_ms: float = 250.0
