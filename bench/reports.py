@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -153,33 +155,41 @@ async def raw_latencies(url: str, runs: int) -> list[float]:
     return found
 
 
+@contextlib.asynccontextmanager
+async def api_client(url: str, key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app in-process (its lifespan run), with a client holding an admin key."""
+    app = create_app(ApiSettings(database_url=url, gauge_refresh_s=3600))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://api",
+            timeout=600,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as client,
+    ):
+        yield client
+
+
 async def our_latencies(
     url: str, key: str, funnel_id: str, runs: int
 ) -> tuple[list[float], list[float]]:
     """(computed, cached) request latencies: computed ones ask for ``no-cache``."""
-    app = create_app(ApiSettings(database_url=url, gauge_refresh_s=3600))
     computed, cached = [], []
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://api",
-            timeout=600,
-            headers={"Authorization": f"Bearer {key}"},
-        ) as client:
-            params = {"from": "2026-01-01", "to": "2026-04-01", "breakdown": "channel"}
-            path = f"/v1/funnels/{funnel_id}/report"
-            for _ in range(runs):
-                started = time.perf_counter()
-                r = await client.get(path, params=params, headers={"Cache-Control": "no-cache"})
-                computed.append(time.perf_counter() - started)
-                assert r.status_code == 200, r.text
-                assert r.json()["cached"] is False
-            for _ in range(200):
-                started = time.perf_counter()
-                r = await client.get(path, params=params)
-                cached.append(time.perf_counter() - started)
-                assert r.json()["cached"] is True
+    async with api_client(url, key) as client:
+        params = {"from": "2026-01-01", "to": "2026-04-01", "breakdown": "channel"}
+        path = f"/v1/funnels/{funnel_id}/report"
+        for _ in range(runs):
+            started = time.perf_counter()
+            r = await client.get(path, params=params, headers={"Cache-Control": "no-cache"})
+            computed.append(time.perf_counter() - started)
+            assert r.status_code == 200, r.text
+            assert r.json()["cached"] is False
+        for _ in range(200):
+            started = time.perf_counter()
+            r = await client.get(path, params=params)
+            cached.append(time.perf_counter() - started)
+            assert r.json()["cached"] is True
     return computed, cached
 
 
@@ -223,30 +233,22 @@ async def streamed_latencies(
 ) -> tuple[list[float], list[float], int]:
     """Report latencies (default headers) while the stored state changes 5 times a second;
     also how old each served report was, and how many batches were committed meanwhile."""
-    app = create_app(ApiSettings(database_url=url, gauge_refresh_s=3600))
     latencies, ages = [], []
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://api",
-            timeout=600,
-            headers={"Authorization": f"Bearer {key}"},
-        ) as client:
-            params = {"from": "2026-01-01", "to": "2026-04-01", "breakdown": "channel"}
-            path = f"/v1/funnels/{funnel_id}/report"
-            await client.get(path, params=params)  # the report is kept, as a dashboard's is
-            with Stream(url) as stream:
-                deadline = time.perf_counter() + seconds
-                while time.perf_counter() < deadline:
-                    started = time.perf_counter()
-                    r = await client.get(path, params=params)
-                    latencies.append(time.perf_counter() - started)
-                    assert r.status_code == 200, r.text
-                    computed_at = datetime.fromisoformat(r.json()["computed_at"])
-                    ages.append((datetime.now(UTC) - computed_at).total_seconds())
-                    await asyncio.sleep(0.05)
-            batches = stream.batches
+    async with api_client(url, key) as client:
+        params = {"from": "2026-01-01", "to": "2026-04-01", "breakdown": "channel"}
+        path = f"/v1/funnels/{funnel_id}/report"
+        await client.get(path, params=params)  # the report is kept, as a dashboard's is
+        with Stream(url) as stream:
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                r = await client.get(path, params=params)
+                latencies.append(time.perf_counter() - started)
+                assert r.status_code == 200, r.text
+                computed_at = datetime.fromisoformat(r.json()["computed_at"])
+                ages.append((datetime.now(UTC) - computed_at).total_seconds())
+                await asyncio.sleep(0.05)
+        batches = stream.batches
     return latencies, ages, batches
 
 
