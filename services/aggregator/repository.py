@@ -206,20 +206,19 @@ async def replace_progress(
     """
     known = sorted(p for p in progress if p not in first_seen)
     stored_entries, stored_touches = await _stored(session, funnel_id, known, since_us)
-    entries = [
-        (_entry_key(person, e) if person not in first_seen else (person, e.t0, "", False, ""), e)
-        for person, p in progress.items()
-        for e in p.entries
-    ]
+    entries = [(_entry_key(person, e), e) for person in known for e in progress[person].entries]
     touches = [
-        ((person, t.ts, t.seq, "" if person in first_seen else _canonical(dict(t.values))), t)
-        for person, p in progress.items()
-        for t in p.touches
+        ((person, t.ts, t.seq, _canonical(dict(t.values))), t)
+        for person in known
+        for t in progress[person].touches
     ]
     before = _reached_before(stored_entries)
-    new_entries = _unmatched(entries, stored_entries)
-    new_touches = _unmatched(touches, stored_touches)
-    changed = {k[0] for k, _ in new_entries} | {k[0] for k, _ in new_touches}
+    new_entries = [(k[0], e) for k, e in _unmatched(entries, stored_entries)]
+    new_touches = [(k[0], t) for k, t in _unmatched(touches, stored_touches)]
+    for person in sorted(first_seen & progress.keys()):
+        new_entries.extend((person, e) for e in progress[person].entries)
+        new_touches.extend((person, t) for t in progress[person].touches)
+    changed = {person for person, _ in new_entries} | {person for person, _ in new_touches}
     changed |= {k[0] for k, ids in stored_entries.items() if ids}
     changed |= {k[0] for k, ids in stored_touches.items() if ids}
     await _delete_ids(session, funnel_entries, [i for ids in stored_entries.values() for i in ids])
@@ -230,14 +229,14 @@ async def replace_progress(
         [
             {
                 "funnel_id": funnel_id,
-                "person_id": k[0],
+                "person_id": person,
                 "t0_us": e.t0,
                 "reached": e.reached,
                 "step_times": list(e.step_times),
                 "disqualified": e.disqualified,
                 "step_values": {p: list(v) for p, v in e.step_values.items()},
             }
-            for k, e in new_entries
+            for person, e in new_entries
         ],
     )
     await bulk_insert(
@@ -246,20 +245,20 @@ async def replace_progress(
         [
             {
                 "funnel_id": funnel_id,
-                "person_id": k[0],
+                "person_id": person,
                 "ts_us": t.ts,
                 "seq": t.seq,
                 "values": dict(t.values),
             }
-            for k, t in new_touches
+            for person, t in new_touches
         ],
     )
     if grace_s:
         await _replace_timers(session, funnel_id, progress, known, since_us, grace_s)
     advances = [
-        Advance(k[0], e, before.get((k[0], e.t0), 0))
-        for k, e in new_entries
-        if not e.disqualified and e.reached > before.get((k[0], e.t0), 0)
+        Advance(person, e, before.get((person, e.t0), 0))
+        for person, e in new_entries
+        if not e.disqualified and e.reached > before.get((person, e.t0), 0)
     ]
     return Replaced(advances, changed)
 
