@@ -164,6 +164,8 @@ def entry_value(definition: FunnelDefinition, entry: Entry) -> float | None:
 
 
 def lookup(path: str, properties: Mapping[str, Any], context: Mapping[str, Any]) -> Any:
+    if path in properties and not path.startswith("context."):
+        return properties[path]
     source: Any = properties
     parts = path.split(".")
     if parts[0] == "context" and len(parts) > 1:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.funnel import US, Entry, FunnelDefinition, Touch, lookup, text_or_none
+from shared.funnel import US, Entry, FunnelDefinition, Matcher, Touch, lookup, text_or_none
 
 NO_STEP = 1 << 30
 
@@ -50,6 +50,9 @@ class PersonProgress:
     timers: tuple[Timer, ...] = ()
 
 
+Texts = Sequence[Mapping[str, str | None]]  # per ordered event: tracked property -> text
+
+
 @dataclass(frozen=True, slots=True)
 class _Ordered:
     events: tuple[PersonEvent, ...]
@@ -57,31 +60,57 @@ class _Ordered:
 
 
 def evaluate(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> PersonProgress:
-    ordered = _order(definition, events)
-    open_entry = {"ordered": _ordered_entry, "strict": _strict_entry, "any": _any_entry}[
-        definition.order
-    ]
-    entries = []
-    for i, matched in enumerate(ordered.steps):
-        if 0 in matched:
-            used = open_entry(definition, ordered, i)
-            entries.append(_entry(definition, ordered, used))
-    timers = _timers(definition, ordered, entries)
-    return PersonProgress(tuple(entries), _touches(definition, ordered), timers)
+    return Evaluator(definition)(events)
 
 
-def _order(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> _Ordered:
-    unique = {e.event_id: e for e in events}.values()
-    tagged = []
-    for e in unique:
-        matched = frozenset(
-            k
-            for k, step in enumerate(definition.steps)
-            if step.matcher.matches(e.name, e.properties, e.context)
-        )
-        tagged.append((e.ts, min(matched, default=NO_STEP), e.event_id, e, matched))
-    tagged.sort(key=lambda t: (t[0], t[1], t[2]))
-    return _Ordered(tuple(t[3] for t in tagged), tuple(t[4] for t in tagged))
+class Evaluator:
+    """A funnel definition prepared for evaluating many persons: each event is tested only
+    against the steps that name its event (or name none)."""
+
+    def __init__(self, definition: FunnelDefinition) -> None:
+        self.definition = definition
+        unnamed = [
+            (k, s.matcher) for k, s in enumerate(definition.steps) if s.matcher.event is None
+        ]
+        named: dict[str, list[tuple[int, Matcher]]] = {}
+        for k, step in enumerate(definition.steps):
+            if step.matcher.event is not None:
+                named.setdefault(step.matcher.event, []).append((k, step.matcher))
+        self._candidates = {name: tuple(sorted(found + unnamed)) for name, found in named.items()}
+        self._unnamed = tuple(unnamed)
+        self._tracked = definition.tracked_properties  # the breakdowns among them
+        self._open_entry = {"ordered": _ordered_entry, "strict": _strict_entry, "any": _any_entry}[
+            definition.order
+        ]
+
+    def __call__(self, events: Iterable[PersonEvent]) -> PersonProgress:
+        definition = self.definition
+        ordered = self._order(events)
+        # Each event's tracked property values as text, read once for entries and touches.
+        texts = [
+            {p: text_or_none(lookup(p, e.properties, e.context)) for p in self._tracked}
+            for e in ordered.events
+        ]
+        entries = [
+            _entry(definition, ordered, self._open_entry(definition, ordered, i), texts)
+            for i, matched in enumerate(ordered.steps)
+            if 0 in matched
+        ]
+        timers = _timers(definition, ordered, entries) if definition.remarketing else ()
+        return PersonProgress(tuple(entries), _touches(definition, ordered, texts), timers)
+
+    def _order(self, events: Iterable[PersonEvent]) -> _Ordered:
+        unique = {e.event_id: e for e in events}.values()
+        tagged = []
+        for e in unique:
+            matched = frozenset(
+                k
+                for k, matcher in self._candidates.get(e.name, self._unnamed)
+                if not matcher.conditions or matcher.matches(e.name, e.properties, e.context)
+            )
+            tagged.append((e.ts, min(matched, default=NO_STEP), e.event_id, e, matched))
+        tagged.sort(key=lambda t: (t[0], t[1], t[2]))
+        return _Ordered(tuple(t[3] for t in tagged), tuple(t[4] for t in tagged))
 
 
 def _ordered_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[int]:
@@ -116,12 +145,9 @@ def _any_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[in
     return used
 
 
-def _entry(definition: FunnelDefinition, o: _Ordered, used: Sequence[int]) -> Entry:
+def _entry(definition: FunnelDefinition, o: _Ordered, used: Sequence[int], texts: Texts) -> Entry:
     times = tuple(o.events[j].ts for j in used)
-    values = {
-        p: tuple(text_or_none(_prop(o.events[j], p)) for j in used)
-        for p in definition.tracked_properties
-    }
+    values = {p: tuple(texts[j][p] for j in used) for p in definition.tracked_properties}
     return Entry(times[0], times, _disqualified(definition, o, times), values)
 
 
@@ -145,18 +171,18 @@ def _disqualified(definition: FunnelDefinition, o: _Ordered, times: Sequence[int
     return False
 
 
-def _touches(definition: FunnelDefinition, o: _Ordered) -> tuple[Touch, ...]:
+def _touches(definition: FunnelDefinition, o: _Ordered, texts: Texts) -> tuple[Touch, ...]:
     if not definition.breakdowns:
         return ()
     touches = []
     previous_ts, seq = None, 0
-    for e, matched in zip(o.events, o.steps, strict=True):
+    for e, matched, text in zip(o.events, o.steps, texts, strict=True):
         # seq orders events of the same instant; it stays put when other instants change.
         seq = seq + 1 if e.ts == previous_ts else 0
         previous_ts = e.ts
         if not matched:
             continue
-        values = {p: text_or_none(_prop(e, p)) for p in definition.breakdowns}
+        values = {p: text[p] for p in definition.breakdowns}
         if any(v is not None for v in values.values()):
             touches.append(Touch(e.ts, seq, values))
     return tuple(touches)
@@ -190,7 +216,3 @@ def _timers(
                 cancelled = goal_at is not None and goal_at <= due
                 timers.append(Timer(rule.name, entry.t0, k, due, cancelled))
     return tuple(timers)
-
-
-def _prop(e: PersonEvent, path: str) -> Any:
-    return lookup(path, e.properties, e.context)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics, outbox, repository
-from services.aggregator.engine import evaluate
+from services.aggregator.engine import Evaluator, PersonEvent, evaluate
 from services.aggregator.repository import PersonKey
 from services.aggregator.source import Partition, SourceRecord
 from shared.events import CanonicalEvent, WireError, format_time, from_micros, to_micros
@@ -63,9 +62,12 @@ class Processor:
                 else:
                     fresh.append(event)
                     partitions[(event.project_id, event.person_id)].add((r.topic, r.partition))
-            new_ids = await repository.store_events(session, fresh)
-            stored = sum(len(ids) for ids in new_ids.values())
-            changed = await recompute(session, new_ids, horizon)
+            # Read before writing: what the batch adds is in hand already, and a person seen
+            # for the first time costs one empty index probe instead of reading rows back.
+            before = await _histories(session, partitions, horizon)
+            added = await repository.store_events(session, fresh)
+            stored = sum(len(new) for new in added.values())
+            changed = await recompute(session, before, added, horizon)
             await repository.count_changes(
                 session,
                 {
@@ -129,20 +131,34 @@ class Processor:
         return True
 
 
+async def _histories(
+    session: AsyncSession, persons: Iterable[PersonKey], horizon_us: int
+) -> dict[PersonKey, list[PersonEvent]]:
+    by_project: dict[str, set[str]] = defaultdict(set)
+    for project, person in persons:
+        by_project[project].add(person)
+    found: dict[PersonKey, list[PersonEvent]] = {}
+    for project, people in sorted(by_project.items()):
+        history = await repository.person_events(session, project, people, horizon_us)
+        found.update(((project, person), events) for person, events in history.items())
+    return found
+
+
 async def recompute(
     session: AsyncSession,
-    new_ids: Mapping[tuple[str, str], AbstractSet[str]],
+    before: Mapping[PersonKey, Sequence[PersonEvent]],
+    added: Mapping[PersonKey, Sequence[PersonEvent]],
     horizon_us: int,
 ) -> set[tuple[str, str, str]]:
-    """Re-evaluate every funnel of these persons' projects from their stored events; return
-    the (funnel, project, person) whose stored entries or touches changed.
+    """Re-evaluate every funnel of the persons with ``added`` events (stored by this
+    transaction, from ``horizon_us`` on) from those and the events stored ``before`` it;
+    return the (funnel, project, person) whose stored entries or touches changed.
 
-    ``new_ids`` holds each person's events stored by this transaction: a person none of
-    whose other events is stored has no stored progress to compare with.
+    A person with nothing stored before has no stored progress to compare with either.
     """
     changed: set[tuple[str, str, str]] = set()
     by_project: dict[str, set[str]] = defaultdict(set)
-    for project, person in new_ids:
+    for project, person in added:
         by_project[project].add(person)
     if not by_project:
         return changed
@@ -151,19 +167,12 @@ async def recompute(
         mine = [f for f in funnels if f.project_id == project]
         if not mine:
             continue
-        history = await repository.person_events(session, project, people, horizon_us)
-        first_seen = {
-            p
-            for p in people
-            if all(e.event_id in new_ids[(project, p)] for e in history.get(p, ()))
-        }
+        history = {p: [*before.get((project, p), ()), *added[(project, p)]] for p in people}
+        first_seen = {p for p in people if not before.get((project, p))}
         listening = await outbox.subscribed_types(session, project) & STEP_TYPES
         for funnel in mine:
-            progress = {
-                p: evaluate(funnel.definition, history.get(p, ()))
-                for p in people
-                if funnel.covers(p)
-            }
+            evaluate = Evaluator(funnel.definition)
+            progress = {p: evaluate(history[p]) for p in people if funnel.covers(p)}
             replaced = await repository.replace_progress(
                 session, funnel.id, progress, horizon_us, _graces(funnel), first_seen
             )

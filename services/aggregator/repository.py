@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import and_, delete, select, text, update
+from sqlalchemy import ARRAY, Text, and_, bindparam, delete, func, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.engine import PersonEvent, PersonProgress
@@ -53,12 +53,12 @@ class ActiveFunnel:
 
 async def store_events(
     session: AsyncSession, batch: Sequence[CanonicalEvent]
-) -> dict[PersonKey, set[str]]:
-    """Insert events not seen before (by project and event id); return the new event ids
-    of each person who had any."""
+) -> dict[PersonKey, list[PersonEvent]]:
+    """Insert events not seen before (by project and event id); return, per person who had
+    any, the events stored by this call, as stored (the last of a batch's twins)."""
     if not batch:
         return {}
-    unique = {(e.project_id, e.event_id): e for e in batch}.values()
+    unique = {(e.project_id, e.event_id): e for e in batch}
     rows = [
         {
             "project_id": e.project_id,
@@ -70,20 +70,23 @@ async def store_events(
             "properties": e.properties,
             "context": e.context,
         }
-        for e in unique
+        for e in unique.values()
     ]
-    stored: dict[PersonKey, set[str]] = defaultdict(set)
     if is_postgres(session):
         found: Iterable[Any] = await _copy_events(session, rows)
     else:
         stmt = (
             insert_ignoring(session, events)
             .on_conflict_do_nothing(index_elements=["project_id", "event_id"])
-            .returning(events.c.project_id, events.c.person_id, events.c.event_id)
+            .returning(events.c.project_id, events.c.event_id)
         )
         found = await session.execute(stmt, rows)
-    for project_id, person_id, event_id in found:
-        stored[(project_id, person_id)].add(event_id)
+    stored: dict[PersonKey, list[PersonEvent]] = defaultdict(list)
+    for project_id, event_id in found:
+        e = unique[(project_id, event_id)]
+        stored[(project_id, e.person_id)].append(
+            PersonEvent(event_id, to_micros(e.timestamp), e.event, e.properties, e.context)
+        )
     return stored
 
 
@@ -105,34 +108,48 @@ INSERT INTO events
 SELECT project_id, event_id, person_id, name, ts_us, received_at_us, properties, context
 FROM incoming_events
 ON CONFLICT (project_id, event_id) DO NOTHING
-RETURNING project_id, person_id, event_id"""
+RETURNING project_id, event_id"""
 
 
 async def person_events(
     session: AsyncSession, project_id: str, persons: Iterable[str], since_us: int
 ) -> dict[str, list[PersonEvent]]:
+    """These persons' stored events from ``since_us`` on."""
     found: dict[str, list[PersonEvent]] = defaultdict(list)
     people = sorted(set(persons))
+    columns = ("person_id", "event_id", "ts_us", "name", "properties", "context")
     for i in range(0, len(people), CHUNK):
-        stmt = select(
-            events.c.person_id,
-            events.c.event_id,
-            events.c.ts_us,
-            events.c.name,
-            events.c.properties,
-            events.c.context,
-        ).where(
-            events.c.project_id == project_id,
-            events.c.person_id.in_(people[i : i + CHUNK]),
-        )
-        # The time bound is applied here, not in SQL, for the reason given in _delete_since.
-        for r in await session.execute(stmt):
-            if r.ts_us < since_us:
-                continue
-            found[r.person_id].append(
-                PersonEvent(r.event_id, r.ts_us, r.name, r.properties, r.context)
-            )
+        stmt = _per_person(session, events, columns, project_id=project_id)
+        # The time bound is applied here, not in SQL, for the reason given in _per_person.
+        for r in await session.execute(stmt, {"people": people[i : i + CHUNK]}):
+            if r.ts_us >= since_us:
+                found[r.person_id].append(
+                    PersonEvent(r.event_id, r.ts_us, r.name, r.properties, r.context)
+                )
     return found
+
+
+def _per_person(session: AsyncSession, table: Any, columns: Sequence[str], **scope: str) -> Any:
+    """``columns`` of ``table``'s rows in ``scope`` (column = value) of the persons bound
+    as ``people``, found by one index probe per person whatever the statistics say.
+
+    With ``person_id IN (...)``, PostgreSQL on a young, unanalyzed table (and, with a time
+    bound as well, on one with young statistics) read the whole scope (every event of the
+    project, every row of the funnel) once per batch. So, on PostgreSQL, a LATERAL subquery
+    per person, which OFFSET 0 keeps from being flattened into a hash join.
+    """
+    wanted = [table.c[c] for c in columns]
+    where = [table.c[k] == v for k, v in scope.items()]
+    people = bindparam("people", type_=ARRAY(Text) if is_postgres(session) else None)
+    if not is_postgres(session):
+        return select(*wanted).where(
+            *where, table.c.person_id.in_(bindparam("people", expanding=True))
+        )
+    person = func.unnest(people).table_valued("person_id").render_derived()
+    found = (
+        select(*wanted).where(*where, table.c.person_id == person.c.person_id).offset(0).lateral()
+    )
+    return select(found).select_from(person).join(found, true())
 
 
 _FUNNEL_COLUMNS = (
@@ -300,32 +317,20 @@ def _entry_key(person: str, e: Entry) -> EntryKey:
 async def _stored(
     session: AsyncSession, funnel_id: str, people: list[str], since_us: int
 ) -> tuple[dict[EntryKey, list[int]], dict[TouchKey, list[int]]]:
-    """Ids of these persons' stored rows from ``since_us`` on, grouped by content.
-
-    Looked up by (funnel, person) alone and bounded in time here: with the time bound in
-    SQL, PostgreSQL with young statistics chose the (funnel, time) index and scanned the
-    whole funnel.
-    """
+    """Ids of these persons' stored rows from ``since_us`` on, grouped by content."""
     entries: dict[EntryKey, list[int]] = defaultdict(list)
     touches: dict[TouchKey, list[int]] = defaultdict(list)
-    e, t = funnel_entries.c, funnel_touches.c
+    entry_columns = ("id", "person_id", "t0_us", "step_times", "disqualified", "step_values")
+    touch_columns = ("id", "person_id", "ts_us", "seq", "values")
     for i in range(0, len(people), CHUNK):
-        chunk = people[i : i + CHUNK]
-        found = await session.execute(
-            select(e.id, e.person_id, e.t0_us, e.step_times, e.disqualified, e.step_values).where(
-                e.funnel_id == funnel_id, e.person_id.in_(chunk)
-            )
-        )
-        for r in found:
+        chunk = {"people": people[i : i + CHUNK]}
+        stmt = _per_person(session, funnel_entries, entry_columns, funnel_id=funnel_id)
+        for r in await session.execute(stmt, chunk):
             if r.t0_us >= since_us:
                 times, values = _canonical(r.step_times), _canonical(r.step_values)
                 entries[(r.person_id, r.t0_us, times, r.disqualified, values)].append(r.id)
-        found = await session.execute(
-            select(t.id, t.person_id, t.ts_us, t.seq, t["values"]).where(
-                t.funnel_id == funnel_id, t.person_id.in_(chunk)
-            )
-        )
-        for r in found:
+        stmt = _per_person(session, funnel_touches, touch_columns, funnel_id=funnel_id)
+        for r in await session.execute(stmt, chunk):
             if r.ts_us >= since_us:
                 touches[(r.person_id, r.ts_us, r.seq, _canonical(r[4]))].append(r.id)
     return entries, touches

@@ -78,6 +78,25 @@ async def test_redelivered_records_change_nothing(sessions, processor):
         assert await session.scalar(select(func.count()).select_from(events)) == 2
 
 
+async def test_progress_follows_the_stored_version_of_a_reused_event_id(sessions, processor):
+    funnel_id = await new_funnel(sessions, "a", "b", "c", window_seconds=3600)
+    await finish_backfill(processor)
+    await processor.apply(records([canonical("p", "a", T0, event_id="x")]), {})
+    # "x" again with other content is a duplicate: p keeps a at T0, c follows nothing.
+    # Twins inside one batch: the last one is stored, and q's progress follows it.
+    batch = [
+        canonical("p", "b", T0 + 5, event_id="x"),
+        canonical("p", "c", T0 + 10, event_id="y"),
+        canonical("q", "a", T0, event_id="w"),
+        canonical("q", "b", T0 + 5, event_id="w"),
+    ]
+    await processor.apply(records(batch, first_offset=1), {(EVENTS_TOPIC, 0): 1})
+    assert await reached(sessions, funnel_id) == {"p": [1]}
+    async with sessions() as session:
+        stored = await session.execute(select(events.c.event_id, events.c.name))
+        assert sorted(stored) == [("w", "b"), ("x", "a"), ("y", "c")]
+
+
 async def test_a_consumer_with_stale_offsets_cannot_commit(sessions, processor):
     funnel_id = await new_funnel(sessions, "a", "b")
     await finish_backfill(processor)
