@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics, outbox, repository
-from services.aggregator.engine import Evaluator, PersonEvent, evaluate
+from services.aggregator.engine import Evaluator, PersonEvent
 from services.aggregator.repository import PersonKey
 from services.aggregator.source import Partition, SourceRecord
 from shared.events import CanonicalEvent, WireError, format_time, from_micros, to_micros
@@ -118,7 +118,8 @@ class Processor:
             persons = await repository.backfill_persons(session, funnel, limit)
             horizon = self._horizon_us()
             history = await repository.person_events(session, funnel.project_id, persons, horizon)
-            progress = {p: evaluate(funnel.definition, history.get(p, ())) for p in persons}
+            evaluator = Evaluator(funnel.definition)
+            progress = {p: evaluator(history.get(p, ())) for p in persons}
             # Not counted as changes: reports key on the backfill's progress instead.
             await repository.replace_progress(
                 session, funnel.id, progress, horizon, _graces(funnel)
@@ -171,8 +172,8 @@ async def recompute(
         first_seen = {p for p in people if not before.get((project, p))}
         listening = await outbox.subscribed_types(session, project) & STEP_TYPES
         for funnel in mine:
-            evaluate = Evaluator(funnel.definition)
-            progress = {p: evaluate(history[p]) for p in people if funnel.covers(p)}
+            evaluator = Evaluator(funnel.definition)
+            progress = {p: evaluator(history[p]) for p in people if funnel.covers(p)}
             replaced = await repository.replace_progress(
                 session, funnel.id, progress, horizon_us, _graces(funnel), first_seen
             )

@@ -140,11 +140,11 @@ def _per_person(session: AsyncSession, table: Any, columns: Sequence[str], **sco
     """
     wanted = [table.c[c] for c in columns]
     where = [table.c[k] == v for k, v in scope.items()]
-    people = bindparam("people", type_=ARRAY(Text) if is_postgres(session) else None)
     if not is_postgres(session):
         return select(*wanted).where(
             *where, table.c.person_id.in_(bindparam("people", expanding=True))
         )
+    people = bindparam("people", type_=ARRAY(Text))
     person = func.unnest(people).table_valued("person_id").render_derived()
     found = (
         select(*wanted).where(*where, table.c.person_id == person.c.person_id).offset(0).lateral()
