@@ -48,14 +48,13 @@ def _counted(count: CountMode) -> str:
         return f"c AS (SELECT * FROM ({entries}) r WHERE NOT disqualified)"
     # A person's counted entry: the furthest clean one, the latest (then the later steps: jsonb
     # orders arrays of equal length element by element) on a tie; and only if no disqualified
-    # entry of theirs got further.
+    # entry of theirs got further. In one sort: the person's first entry by reach, clean before
+    # disqualified, is counted unless it is disqualified.
     return f"""c AS (
       SELECT * FROM (
-        SELECT r.*, max(reached) OVER (PARTITION BY person_id) AS top,
-               row_number() OVER (PARTITION BY person_id ORDER BY disqualified,
-                   reached DESC, t0_us DESC, st DESC, id DESC) AS rn
-        FROM ({entries}) r) x
-      WHERE rn = 1 AND NOT disqualified AND reached >= top)"""
+        SELECT DISTINCT ON (person_id) r.* FROM ({entries}) r
+        ORDER BY person_id, reached DESC, disqualified, t0_us DESC, st DESC, id DESC) x
+      WHERE NOT disqualified)"""
 
 
 def _labelled(breakdown: Breakdown | None) -> str:
@@ -83,11 +82,11 @@ def _aggregates(definition: FunnelDefinition) -> str:
         columns.append(f"count(*) FILTER (WHERE reached = {k + 1} AND :now < t0_us + :window)")
         if k:
             d = f"(CASE WHEN reached > {k} THEN (st->>{k})::bigint - (st->>{k - 1})::bigint END)"
-            columns.append(f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {d})")
-            columns.append(f"percentile_cont(0.9) WITHIN GROUP (ORDER BY {d})")
+            # Median and p90 from one sort of the durations.
+            columns.append(f"percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY {d})")
             columns.append(f"avg({d})::float8")
         else:
-            columns.extend(["NULL", "NULL", "NULL"])
+            columns.extend(["NULL", "NULL"])
         if definition.value_property is not None:
             raw = f"(CASE WHEN reached > {k} THEN sv->:value_property->>{k} END)"
             number = f"(CASE WHEN {raw} ~ :number THEN {raw}::float8 END)"
@@ -131,9 +130,10 @@ def _tally(row: Any, n: int) -> Tally:
     stopped, open_, timings, values = [], [], [], []
     columns = list(row)[4:]
     for k in range(n):
-        s, o, median, p90, mean, total, average = columns[7 * k : 7 * k + 7]
+        s, o, percentiles, mean, total, average = columns[6 * k : 6 * k + 6]
         stopped.append(int(s))
         open_.append(int(o))
+        median, p90 = percentiles if percentiles is not None else (None, None)
         timings.append(Timing(median / US, p90 / US, mean / US) if median is not None else None)
         values.append((float(total), float(average)) if total is not None else None)
     return Tally(stopped, open_, timings, values)

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.aggregator.engine import PersonEvent
 from services.aggregator.processor import Processor
 from services.api import repository as api_repo
 from services.api.report import (
@@ -76,9 +77,11 @@ def test_sql_report_equals_python_report(postgres_url, doc, events, valued, aske
     asyncio.run(_check(postgres_url, doc, events, asked))
 
 
-async def _check(url, doc, events, asked) -> None:
+async def _check(url, doc, events, asked) -> list[FunnelReport]:
+    """Apply the events, then check the SQL report of each query against the Python one."""
     engine = create_engine(url)
     sessions = sessionmaker(engine)
+    reports = []
     try:
         project = f"sql{next(_projects)}"
         async with sessions.begin() as session:
@@ -108,8 +111,35 @@ async def _check(url, doc, events, asked) -> None:
             async with sessions.begin() as session:
                 got = await funnel_report_sql(session, funnel_id, f, window, count, chosen)
             assert_same(got, expected)
+            reports.append(got)
     finally:
         await engine.dispose()
+    return reports
+
+
+def test_a_disqualified_entry_that_got_further_hides_the_person(postgres_url):
+    """p's furthest entry (2 steps) is disqualified and their clean one reached 1 step: p is
+    not counted at all. q's clean entry reaches as far as their disqualified one: counted."""
+    doc = {
+        "steps": [{"event": "a"}, {"event": "b"}, {"event": "c"}],
+        "window_seconds": 100,
+        "order": "ordered",
+        "exclusions": [{"event": "x", "from_step": 1, "to_step": 3}],
+        "breakdowns": ["ch"],
+    }
+
+    def person(p: str, clean_steps: str) -> list[PersonEvent]:
+        timeline = [(0, "a"), (10, "b"), (15, "x")] + [
+            (200 + 10 * i, name) for i, name in enumerate(clean_steps)
+        ]
+        return [PersonEvent(f"{p}{i}", t * US, n, {"ch": p}) for i, (t, n) in enumerate(timeline)]
+
+    events = {"p": person("p", "a"), "q": person("q", "ab")}
+    asked = [(-2, 25, 40, "uniques", None, 1, 3), (-2, 25, 40, "uniques", "first_touch", 1, 3)]
+    reports = asyncio.run(_check(postgres_url, doc, events, asked))
+    for report in reports:
+        assert [s.persons for s in report.steps] == [1, 1, 0]
+    assert [g.value for g in reports[1].groups] == ["q"]
 
 
 def assert_same(got: FunnelReport, expected: FunnelReport) -> None:
