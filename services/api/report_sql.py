@@ -74,24 +74,34 @@ def _labelled(breakdown: Breakdown | None) -> str:
     l AS (SELECT c.*, t.v FROM c LEFT JOIN t USING (person_id))"""
 
 
-def _aggregates(definition: FunnelDefinition) -> str:
-    n = len(definition.steps)
+def _measures(definition: FunnelDefinition) -> str:
+    """Per counted entry, read from its JSON once: d{k}, the time from step k to step k+1
+    (1-based; null when not reached), and x{k}, step k+1's value when it is a number."""
     columns = []
-    for k in range(n):
+    for k in range(1, len(definition.steps)):
+        columns.append(
+            f"CASE WHEN reached > {k} THEN (st->>{k})::bigint - (st->>{k - 1})::bigint END AS d{k}"
+        )
+    if definition.value_property is not None:
+        for k in range(len(definition.steps)):
+            raw = f"(CASE WHEN reached > {k} THEN sv->:value_property->>{k} END)"
+            columns.append(f"CASE WHEN {raw} ~ :number THEN {raw}::float8 END AS x{k}")
+    return "".join(f", {c}" for c in columns)
+
+
+def _aggregates(definition: FunnelDefinition) -> str:
+    columns = []
+    for k in range(len(definition.steps)):
         columns.append(f"count(*) FILTER (WHERE reached = {k + 1})")
         columns.append(f"count(*) FILTER (WHERE reached = {k + 1} AND :now < t0_us + :window)")
         if k:
-            d = f"(CASE WHEN reached > {k} THEN (st->>{k})::bigint - (st->>{k - 1})::bigint END)"
             # Median and p90 from one sort of the durations.
-            columns.append(f"percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY {d})")
-            columns.append(f"avg({d})::float8")
+            columns.append(f"percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY d{k})")
+            columns.append(f"avg(d{k})::float8")
         else:
             columns.extend(["NULL", "NULL"])
         if definition.value_property is not None:
-            raw = f"(CASE WHEN reached > {k} THEN sv->:value_property->>{k} END)"
-            number = f"(CASE WHEN {raw} ~ :number THEN {raw}::float8 END)"
-            columns.append(f"sum({number})")
-            columns.append(f"avg({number})")
+            columns.extend([f"sum(x{k})", f"avg(x{k})"])
         else:
             columns.extend(["NULL", "NULL"])
     return ",\n      ".join(columns)
@@ -100,8 +110,10 @@ def _aggregates(definition: FunnelDefinition) -> str:
 def report_query(
     definition: FunnelDefinition, count: CountMode, breakdown: Breakdown | None
 ) -> str:
-    grouping = """
-    sizes AS (SELECT v, count(DISTINCT person_id) AS persons FROM l
+    # Counting uniques, c holds one row per person: count(*) then, which can hash.
+    persons = "count(*)" if count == "uniques" else "count(DISTINCT person_id)"
+    grouping = f"""
+    sizes AS (SELECT v, {persons} AS persons FROM l
               WHERE v IS NOT NULL GROUP BY v),
     ranked AS (SELECT v, row_number() OVER (ORDER BY persons DESC, v COLLATE "C") AS pos
                FROM sizes),
@@ -123,7 +135,7 @@ def report_query(
     {grouping}
     SELECT {keys},
       {_aggregates(definition)}
-    FROM g {group_by}"""
+    FROM (SELECT kind, pos, v, reached, t0_us{_measures(definition)} FROM g) m {group_by}"""
 
 
 def _tally(row: Any, n: int) -> Tally:
