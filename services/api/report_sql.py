@@ -1,8 +1,8 @@
 """The funnel report computed inside PostgreSQL: the same numbers as ``report.funnel_report``.
 
 On a large range, fetching every entry and touch to count them in Python costs seconds; here
-the database picks each person's counted entry (window functions), attributes breakdown values
-(``DISTINCT ON`` over the touches), ranks the groups and returns one row per group with the
+the database picks each person's counted entry (``DISTINCT ON`` over the entries), attributes
+breakdown values (``DISTINCT ON`` over the touches), ranks the groups and returns one row per group with the
 per-step counts, timings (``percentile_cont``, the same linear interpolation as Python's
 ``statistics``) and value sums. ``report.steps_from_tally`` turns the rows into step reports
 with the same formulas as the Python path. Tests check both against each other and against the
