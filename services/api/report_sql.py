@@ -2,11 +2,11 @@
 
 On a large range, fetching every entry and touch to count them in Python costs seconds; here
 the database picks each person's counted entry (``DISTINCT ON`` over the entries), attributes
-breakdown values (``DISTINCT ON`` over the touches), ranks the groups and returns one row per group with the
-per-step counts, timings (``percentile_cont``, the same linear interpolation as Python's
-``statistics``) and value sums. ``report.steps_from_tally`` turns the rows into step reports
-with the same formulas as the Python path. Tests check both against each other and against the
-oracle on PostgreSQL.
+breakdown values (``DISTINCT ON`` over the touches), ranks the groups and returns one row per
+group with the per-step counts, timings (``percentile_cont``, the same linear interpolation as
+Python's ``statistics``) and value sums. ``report.steps_from_tally`` turns the rows into step
+reports with the same formulas as the Python path. Tests check both against each other and
+against the oracle on PostgreSQL.
 
 Person ids and breakdown values are sorted and grouped with ``COLLATE "C"`` (byte order): only
 their equality matters here, and the database's own collation made those sorts about twice as
