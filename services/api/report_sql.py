@@ -145,8 +145,12 @@ def _tally(row: Any, n: int) -> Tally:
         s, o, percentiles, mean, total, average = columns[6 * k : 6 * k + 6]
         stopped.append(int(s))
         open_.append(int(o))
-        median, p90 = percentiles if percentiles is not None else (None, None)
-        timings.append(Timing(median / US, p90 / US, mean / US) if median is not None else None)
+        # Both percentiles, or NULL when no entry of the group took this step.
+        if percentiles is not None and percentiles[0] is not None:
+            median, p90 = percentiles
+            timings.append(Timing(median / US, p90 / US, mean / US))
+        else:
+            timings.append(None)
         values.append((float(total), float(average)) if total is not None else None)
     return Tally(stopped, open_, timings, values)
 
