@@ -139,7 +139,8 @@ def report_query(
 
 
 def _tally(row: Any, n: int) -> Tally:
-    stopped, open_, timings, values = [], [], [], []
+    stopped, open_, values = [], [], []
+    timings: list[Timing | None] = []
     columns = list(row)[4:]
     for k in range(n):
         s, o, percentiles, mean, total, average = columns[6 * k : 6 * k + 6]
