@@ -164,14 +164,13 @@ def entry_value(definition: FunnelDefinition, entry: Entry) -> float | None:
 
 
 def lookup(path: str, properties: Mapping[str, Any], context: Mapping[str, Any]) -> Any:
-    if path in properties and not path.startswith("context."):
-        return properties[path]
-    source: Any = properties
-    parts = path.split(".")
-    if parts[0] == "context" and len(parts) > 1:
-        source, parts = context, parts[1:]
+    if path.startswith("context."):
+        source: Any = context
+        parts = path.split(".")[1:]
     elif path in properties:
         return properties[path]
+    else:
+        source, parts = properties, path.split(".")
     for part in parts:
         if not isinstance(source, Mapping) or part not in source:
             return None

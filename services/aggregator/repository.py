@@ -118,8 +118,8 @@ async def person_events(
     found: dict[str, list[PersonEvent]] = defaultdict(list)
     people = sorted(set(persons))
     columns = ("person_id", "event_id", "ts_us", "name", "properties", "context")
+    stmt = _per_person(session, events, columns, project_id=project_id)
     for i in range(0, len(people), CHUNK):
-        stmt = _per_person(session, events, columns, project_id=project_id)
         # The time bound is applied here, not in SQL, for the reason given in _per_person.
         for r in await session.execute(stmt, {"people": people[i : i + CHUNK]}):
             if r.ts_us >= since_us:
@@ -322,15 +322,15 @@ async def _stored(
     touches: dict[TouchKey, list[int]] = defaultdict(list)
     entry_columns = ("id", "person_id", "t0_us", "step_times", "disqualified", "step_values")
     touch_columns = ("id", "person_id", "ts_us", "seq", "values")
+    of_entries = _per_person(session, funnel_entries, entry_columns, funnel_id=funnel_id)
+    of_touches = _per_person(session, funnel_touches, touch_columns, funnel_id=funnel_id)
     for i in range(0, len(people), CHUNK):
         chunk = {"people": people[i : i + CHUNK]}
-        stmt = _per_person(session, funnel_entries, entry_columns, funnel_id=funnel_id)
-        for r in await session.execute(stmt, chunk):
+        for r in await session.execute(of_entries, chunk):
             if r.t0_us >= since_us:
                 times, values = _canonical(r.step_times), _canonical(r.step_values)
                 entries[(r.person_id, r.t0_us, times, r.disqualified, values)].append(r.id)
-        stmt = _per_person(session, funnel_touches, touch_columns, funnel_id=funnel_id)
-        for r in await session.execute(stmt, chunk):
+        for r in await session.execute(of_touches, chunk):
             if r.ts_us >= since_us:
                 touches[(r.person_id, r.ts_us, r.seq, _canonical(r[4]))].append(r.id)
     return entries, touches
