@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,26 +78,39 @@ def insert_ignoring(session: AsyncSession, table: Any) -> Any:
 
 
 async def bulk_insert(
-    session: AsyncSession, table: Table, rows: list[dict[str, Any]], *, into: str | None = None
+    session: AsyncSession,
+    table: Table,
+    columns: Sequence[str],
+    records: list[tuple[Any, ...]],
+    *,
+    into: str | None = None,
 ) -> None:
-    """Insert many rows (all with the same keys) in the session's transaction.
+    """Insert many rows, given as tuples of ``columns``, in the session's transaction.
 
     On PostgreSQL by binary COPY, several times cheaper per row than a multi-row INSERT for
     the thousands of progress rows a batch writes; elsewhere by executemany. ``into`` names
-    another table of the same columns to copy into instead (PostgreSQL only).
+    another table of the same columns to copy into instead (PostgreSQL only). Tuples rather
+    than dicts: a batch builds thousands of them.
     """
-    if not rows:
+    if not records:
         return
     if not is_postgres(session):
         if into is not None:
             raise ValueError("into: PostgreSQL only")
-        await session.execute(table.insert(), rows)
+        await session.execute(table.insert(), [dict(zip(columns, r, strict=True)) for r in records])
         return
-    columns = list(rows[0])
-    documents = {c.name for c in table.columns if isinstance(c.type, JSON)}
-    records = [tuple(_dumps(row[c]) if c in documents else row[c] for c in columns) for row in rows]
+    documents = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    if documents:
+        records = [_dump_documents(r, documents) for r in records]
     driver = await asyncpg_connection(session)
-    await driver.copy_records_to_table(into or table.name, records=records, columns=columns)
+    await driver.copy_records_to_table(into or table.name, records=records, columns=list(columns))
+
+
+def _dump_documents(record: tuple[Any, ...], documents: list[int]) -> tuple[Any, ...]:
+    row = list(record)
+    for i in documents:
+        row[i] = _dumps(row[i])
+    return tuple(row)
 
 
 async def asyncpg_connection(session: AsyncSession) -> Any:

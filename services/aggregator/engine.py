@@ -92,7 +92,9 @@ class Evaluator:
             for e in ordered.events
         ]
         entries = [
-            _entry(definition, ordered, self._open_entry(definition, ordered, i), texts)
+            _entry(
+                definition, self._tracked, ordered, self._open_entry(definition, ordered, i), texts
+            )
             for i, matched in enumerate(ordered.steps)
             if 0 in matched
         ]
@@ -145,9 +147,15 @@ def _any_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[in
     return used
 
 
-def _entry(definition: FunnelDefinition, o: _Ordered, used: Sequence[int], texts: Texts) -> Entry:
+def _entry(
+    definition: FunnelDefinition,
+    tracked: Sequence[str],
+    o: _Ordered,
+    used: Sequence[int],
+    texts: Texts,
+) -> Entry:
     times = tuple(o.events[j].ts for j in used)
-    values = {p: tuple(texts[j][p] for j in used) for p in definition.tracked_properties}
+    values = {p: tuple(texts[j][p] for j in used) for p in tracked}
     return Entry(times[0], times, _disqualified(definition, o, times), values)
 
 
@@ -175,6 +183,7 @@ def _touches(definition: FunnelDefinition, o: _Ordered, texts: Texts) -> tuple[T
     if not definition.breakdowns:
         return ()
     touches = []
+    breakdowns = definition.breakdowns
     previous_ts, seq = None, 0
     for e, matched, text in zip(o.events, o.steps, texts, strict=True):
         # seq orders events of the same instant; it stays put when other instants change.
@@ -182,8 +191,8 @@ def _touches(definition: FunnelDefinition, o: _Ordered, texts: Texts) -> tuple[T
         previous_ts = e.ts
         if not matched:
             continue
-        values = {p: text[p] for p in definition.breakdowns}
-        if any(v is not None for v in values.values()):
+        values = {p: text[p] for p in breakdowns}
+        if any(values.values()):  # texts are None or non-empty
             touches.append(Touch(e.ts, seq, values))
     return tuple(touches)
 

@@ -59,28 +59,17 @@ async def store_events(
     if not batch:
         return {}
     unique = {(e.project_id, e.event_id): e for e in batch}
-    rows = [
-        {
-            "project_id": e.project_id,
-            "event_id": e.event_id,
-            "person_id": e.person_id,
-            "name": e.event,
-            "ts_us": to_micros(e.timestamp),
-            "received_at_us": to_micros(e.received_at),
-            "properties": e.properties,
-            "context": e.context,
-        }
-        for e in unique.values()
-    ]
     if is_postgres(session):
-        found: Iterable[Any] = await _copy_events(session, rows)
+        found: Iterable[Any] = await _copy_events(session, list(unique.values()))
     else:
         stmt = (
             insert_ignoring(session, events)
             .on_conflict_do_nothing(index_elements=["project_id", "event_id"])
             .returning(events.c.project_id, events.c.event_id)
         )
-        found = await session.execute(stmt, rows)
+        found = await session.execute(
+            stmt, [dict(zip(EVENT_COLUMNS, _event_row(e), strict=True)) for e in unique.values()]
+        )
     stored: dict[PersonKey, list[PersonEvent]] = defaultdict(list)
     for project_id, event_id in found:
         e = unique[(project_id, event_id)]
@@ -90,7 +79,32 @@ async def store_events(
     return stored
 
 
-async def _copy_events(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Any]:
+EVENT_COLUMNS = (
+    "project_id",
+    "event_id",
+    "person_id",
+    "name",
+    "ts_us",
+    "received_at_us",
+    "properties",
+    "context",
+)
+
+
+def _event_row(e: CanonicalEvent) -> tuple[Any, ...]:
+    return (
+        e.project_id,
+        e.event_id,
+        e.person_id,
+        e.event,
+        to_micros(e.timestamp),
+        to_micros(e.received_at),
+        e.properties,
+        e.context,
+    )
+
+
+async def _copy_events(session: AsyncSession, batch: list[CanonicalEvent]) -> list[Any]:
     """PostgreSQL: COPY the batch into a transaction-scoped scratch table, then move what is
     new into ``events`` in one statement (a multi-row INSERT costs far more per row)."""
     driver = await asyncpg_connection(session)
@@ -98,7 +112,8 @@ async def _copy_events(session: AsyncSession, rows: list[dict[str, Any]]) -> lis
         "CREATE TEMP TABLE IF NOT EXISTS incoming_events"
         " (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
-    await bulk_insert(session, events, rows, into="incoming_events")
+    rows = [_event_row(e) for e in batch]
+    await bulk_insert(session, events, EVENT_COLUMNS, rows, into="incoming_events")
     return list(await driver.fetch(_MOVE_NEW_EVENTS))
 
 
@@ -243,32 +258,17 @@ async def replace_progress(
     await bulk_insert(
         session,
         funnel_entries,
+        ENTRY_COLUMNS,
         [
-            {
-                "funnel_id": funnel_id,
-                "person_id": person,
-                "t0_us": e.t0,
-                "reached": e.reached,
-                "step_times": list(e.step_times),
-                "disqualified": e.disqualified,
-                "step_values": {p: list(v) for p, v in e.step_values.items()},
-            }
+            (funnel_id, person, e.t0, e.reached, e.step_times, e.disqualified, e.step_values)
             for person, e in new_entries
         ],
     )
     await bulk_insert(
         session,
         funnel_touches,
-        [
-            {
-                "funnel_id": funnel_id,
-                "person_id": person,
-                "ts_us": t.ts,
-                "seq": t.seq,
-                "values": dict(t.values),
-            }
-            for person, t in new_touches
-        ],
+        TOUCH_COLUMNS,
+        [(funnel_id, person, t.ts, t.seq, t.values) for person, t in new_touches],
     )
     if grace_s:
         await _replace_timers(session, funnel_id, progress, known, since_us, grace_s)
@@ -278,6 +278,19 @@ async def replace_progress(
         if not e.disqualified and e.reached > before.get((person, e.t0), 0)
     ]
     return Replaced(advances, changed)
+
+
+# Tuples and dicts of tuples are written as JSON arrays and objects.
+ENTRY_COLUMNS = (
+    "funnel_id",
+    "person_id",
+    "t0_us",
+    "reached",
+    "step_times",
+    "disqualified",
+    "step_values",
+)
+TOUCH_COLUMNS = ("funnel_id", "person_id", "ts_us", "seq", "values")
 
 
 @dataclass(frozen=True, slots=True)

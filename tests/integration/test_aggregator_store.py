@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from services.aggregator import repository
 from services.aggregator.processor import Processor
-from services.aggregator.repository import StaleOffsets
+from services.aggregator.repository import ENTRY_COLUMNS, StaleOffsets
 from services.aggregator.source import SourceRecord
 from services.api import repository as api_repo
 from services.api.schemas import FunnelIn
@@ -202,19 +202,11 @@ async def test_bulk_writes_first_in_a_transaction_roll_back_with_it(sessions):
     """COPY goes to the bare asyncpg connection: it must still be inside the transaction,
     even as the transaction's first statement (SQLAlchemy begins it lazily)."""
     funnel_id = await new_funnel(sessions, "visit", "signup")
-    row = {
-        "funnel_id": funnel_id,
-        "person_id": "p",
-        "t0_us": T0 * 1_000_000,
-        "reached": 1,
-        "step_times": [T0 * 1_000_000],
-        "disqualified": False,
-        "step_values": {},
-    }
+    row = (funnel_id, "p", T0 * 1_000_000, 1, [T0 * 1_000_000], False, {})
 
     async def write_then_abort() -> None:
         async with sessions.begin() as session:
-            await bulk_insert(session, funnel_entries, [row])
+            await bulk_insert(session, funnel_entries, ENTRY_COLUMNS, [row])
             await repository.store_events(session, [canonical("p", "visit", T0)])
             raise _Abort
 
@@ -229,7 +221,7 @@ async def test_bulk_writes_first_in_a_transaction_roll_back_with_it(sessions):
         async with sessions.begin() as session:
             new = await repository.store_events(session, [canonical("p", "visit", T0)])
             if new:
-                await bulk_insert(session, funnel_entries, [row])
+                await bulk_insert(session, funnel_entries, ENTRY_COLUMNS, [row])
     async with sessions() as session:
         stored_entries = await session.scalar(select(func.count()).select_from(funnel_entries))
         stored_events = await session.scalar(select(func.count()).select_from(events))
