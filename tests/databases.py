@@ -50,12 +50,17 @@ async def _admin(sql: str) -> None:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
+def postgres_database(icu_locale: str | None = None) -> Iterator[str]:
+    """A fresh database; with ``icu_locale`` (say "en"), one whose default collation is that
+    language's, as on many production servers, instead of this machine's C.UTF-8."""
     import asyncio
 
     ensure_postgres_running()
     name = f"funnel_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    options = ""
+    if icu_locale is not None:
+        options = f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"{options}'))
     try:
         yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     finally:

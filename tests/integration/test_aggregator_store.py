@@ -13,10 +13,11 @@ from services.aggregator.repository import ENTRY_COLUMNS, StaleOffsets
 from services.aggregator.source import SourceRecord
 from services.api import repository as api_repo
 from services.api.schemas import FunnelIn
-from shared.db import bulk_insert
+from shared.db import bulk_insert, create_engine, migrate, sessionmaker
 from shared.events import EVENTS_TOPIC
 from shared.keys import create_key
 from shared.tables import consumer_offsets, dead_letters, events, funnel_entries
+from tests.databases import postgres_database
 from tests.helpers import canonical, records
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -160,6 +161,35 @@ async def test_events_during_a_backfill_are_counted_exactly_once(sessions, proce
     assert await reached(sessions, funnel_id) == {
         f"p{i}": [2 if i in (1, 4) else 1] for i in range(6)
     }
+
+
+@pytest.fixture
+def english_database_url():
+    with postgres_database(icu_locale="en") as url:
+        migrate(url)
+        yield url
+
+
+async def test_backfill_and_live_processing_agree_on_person_order_under_a_language_collation(
+    english_database_url,
+):
+    """The backfill walks persons in the database's order and live processing compares them
+    with its cursor in Python's: under "en" ("a1" < "B1" < "c1"), without byte order on person
+    ids, live events of a person the backfill had passed were left out."""
+    engine = create_engine(english_database_url)
+    try:
+        sessions = sessionmaker(engine)
+        processor = Processor(sessions, GROUP, horizon_us=lambda: 0)
+        persons = ["a1", "B1", "c1", "D1"]
+        await processor.apply(records([canonical(p, "a", T0) for p in persons]), {})
+        funnel_id = await new_funnel(sessions, "a", "b")
+        await processor.backfill_step(2)
+        late = [canonical(p, "b", T0 + 1) for p in persons]
+        await processor.apply(records(late, first_offset=4), {(EVENTS_TOPIC, 0): 4})
+        await finish_backfill(processor)
+        assert await reached(sessions, funnel_id) == {p: [2] for p in persons}
+    finally:
+        await engine.dispose()
 
 
 async def test_retention_expires_old_events_and_keeps_older_entries(sessions):
