@@ -218,6 +218,19 @@ class Advance:
     before: int
 
 
+# Tuples and dicts of tuples are written as JSON arrays and objects.
+ENTRY_COLUMNS = (
+    "funnel_id",
+    "person_id",
+    "t0_us",
+    "reached",
+    "step_times",
+    "disqualified",
+    "step_values",
+)
+TOUCH_COLUMNS = ("funnel_id", "person_id", "ts_us", "seq", "values")
+
+
 async def replace_progress(
     session: AsyncSession,
     funnel_id: str,
@@ -278,19 +291,6 @@ async def replace_progress(
         if not e.disqualified and e.reached > before.get((person, e.t0), 0)
     ]
     return Replaced(advances, changed)
-
-
-# Tuples and dicts of tuples are written as JSON arrays and objects.
-ENTRY_COLUMNS = (
-    "funnel_id",
-    "person_id",
-    "t0_us",
-    "reached",
-    "step_times",
-    "disqualified",
-    "step_values",
-)
-TOUCH_COLUMNS = ("funnel_id", "person_id", "ts_us", "seq", "values")
 
 
 @dataclass(frozen=True, slots=True)
