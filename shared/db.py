@@ -81,7 +81,7 @@ async def bulk_insert(
     session: AsyncSession,
     table: Table,
     columns: Sequence[str],
-    records: list[tuple[Any, ...]],
+    records: Sequence[tuple[Any, ...]],
     *,
     into: str | None = None,
 ) -> None:

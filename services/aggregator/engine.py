@@ -69,13 +69,11 @@ class Evaluator:
 
     def __init__(self, definition: FunnelDefinition) -> None:
         self.definition = definition
-        unnamed = [
-            (k, s.matcher) for k, s in enumerate(definition.steps) if s.matcher.event is None
-        ]
+        unnamed: list[tuple[int, Matcher]] = []
         named: dict[str, list[tuple[int, Matcher]]] = {}
         for k, step in enumerate(definition.steps):
-            if step.matcher.event is not None:
-                named.setdefault(step.matcher.event, []).append((k, step.matcher))
+            m = step.matcher
+            (unnamed if m.event is None else named.setdefault(m.event, [])).append((k, m))
         self._candidates = {name: tuple(sorted(found + unnamed)) for name, found in named.items()}
         self._unnamed = tuple(unnamed)
         self._tracked = definition.tracked_properties  # the breakdowns among them

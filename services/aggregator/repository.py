@@ -117,13 +117,12 @@ async def _copy_events(session: AsyncSession, batch: list[CanonicalEvent]) -> li
     return list(await driver.fetch(_MOVE_NEW_EVENTS))
 
 
-_MOVE_NEW_EVENTS = """
-INSERT INTO events
-  (project_id, event_id, person_id, name, ts_us, received_at_us, properties, context)
-SELECT project_id, event_id, person_id, name, ts_us, received_at_us, properties, context
-FROM incoming_events
-ON CONFLICT (project_id, event_id) DO NOTHING
-RETURNING project_id, event_id"""
+_EVENT_COLUMN_LIST = ", ".join(EVENT_COLUMNS)  # fixed names, no input
+_MOVE_NEW_EVENTS = (
+    f"INSERT INTO events ({_EVENT_COLUMN_LIST})"  # noqa: S608
+    f" SELECT {_EVENT_COLUMN_LIST} FROM incoming_events"
+    " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING project_id, event_id"
+)
 
 
 async def person_events(
