@@ -90,7 +90,8 @@ funnel_entries = Table(
     "funnel_entries",
     metadata,
     Column("id", Serial, primary_key=True, autoincrement=True),
-    Column("funnel_id", String(36), ForeignKey("funnels.id", ondelete="CASCADE"), nullable=False),
+    # No foreign key (migration 0007): the API deletes a funnel's rows with it.
+    Column("funnel_id", String(36), nullable=False),
     Column("person_id", String(256), nullable=False),
     Column("t0_us", BigInteger, nullable=False),
     Column("reached", Integer, nullable=False),
@@ -105,7 +106,8 @@ funnel_touches = Table(
     "funnel_touches",
     metadata,
     Column("id", Serial, primary_key=True, autoincrement=True),
-    Column("funnel_id", String(36), ForeignKey("funnels.id", ondelete="CASCADE"), nullable=False),
+    # No foreign key (migration 0007): the API deletes a funnel's rows with it.
+    Column("funnel_id", String(36), nullable=False),
     Column("person_id", String(256), nullable=False),
     Column("ts_us", BigInteger, nullable=False),
     Column("seq", Integer, nullable=False),

@@ -92,6 +92,7 @@ async def redefine_funnel(
     session: AsyncSession, funnel_id: str, definition: dict[str, Any]
 ) -> None:
     """Store a new definition and restart the backfill: stored progress is of the old one."""
+    await _lock_funnel(session, funnel_id)
     await session.execute(
         delete(remarketing_timers).where(
             remarketing_timers.c.funnel_id == funnel_id, remarketing_timers.c.status == "pending"
@@ -124,12 +125,21 @@ async def rename_funnel(session: AsyncSession, funnel_id: str, definition: dict[
 
 
 async def delete_funnel(session: AsyncSession, funnel_id: str) -> None:
+    await _lock_funnel(session, funnel_id)
     await session.execute(
         delete(remarketing_timers).where(remarketing_timers.c.funnel_id == funnel_id)
     )
     await session.execute(delete(funnel_entries).where(funnel_entries.c.funnel_id == funnel_id))
     await session.execute(delete(funnel_touches).where(funnel_touches.c.funnel_id == funnel_id))
     await session.execute(delete(funnels).where(funnels.c.id == funnel_id))
+
+
+async def _lock_funnel(session: AsyncSession, funnel_id: str) -> None:
+    """Wait for the aggregator batches that read this funnel (they hold its row share-locked
+    until they commit), so that the deletes that follow see every row they wrote; later
+    batches wait for this transaction. Entries and touches have no foreign key to do this
+    (migration 0007). SQLite runs one writer at a time: nothing to wait for there."""
+    await session.execute(select(funnels.c.id).where(funnels.c.id == funnel_id).with_for_update())
 
 
 async def project_persons(session: AsyncSession, project_id: str) -> int:

@@ -5,18 +5,24 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from services.aggregator import repository
 from services.aggregator.processor import Processor
-from services.aggregator.repository import ENTRY_COLUMNS, StaleOffsets
+from services.aggregator.repository import ENTRY_COLUMNS, TOUCH_COLUMNS, StaleOffsets
 from services.aggregator.source import SourceRecord
 from services.api import repository as api_repo
 from services.api.schemas import FunnelIn
 from shared.db import bulk_insert, create_engine, migrate, sessionmaker
 from shared.events import EVENTS_TOPIC
 from shared.keys import create_key
-from shared.tables import consumer_offsets, dead_letters, events, funnel_entries
+from shared.tables import (
+    consumer_offsets,
+    dead_letters,
+    events,
+    funnel_entries,
+    funnel_touches,
+)
 from tests.databases import postgres_database
 from tests.helpers import canonical, records
 
@@ -256,3 +262,75 @@ async def test_bulk_writes_first_in_a_transaction_roll_back_with_it(sessions):
         stored_entries = await session.scalar(select(func.count()).select_from(funnel_entries))
         stored_events = await session.scalar(select(func.count()).select_from(events))
     assert (stored_entries, stored_events) == (1, 1)
+
+
+@pytest.fixture
+def postgres_url():
+    with postgres_database() as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture
+async def postgres_sessions(postgres_url):
+    engine = create_engine(postgres_url)
+    yield sessionmaker(engine)
+    await engine.dispose()
+
+
+async def _waiting_for_a_lock(sessions) -> bool:
+    async with sessions() as session:
+        waiting = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
+
+
+@pytest.mark.parametrize("change", ["delete", "redefine"])
+async def test_a_funnel_deleted_or_redefined_during_a_batch_keeps_none_of_its_rows(
+    postgres_sessions, change
+):
+    """Entries and touches have no foreign key to their funnel (migration 0007): the API
+    deletes them itself. A batch that read the funnel before the API's transaction and
+    commits while it waits must not leave rows behind, whatever the interleaving."""
+    sessions = postgres_sessions
+    funnel_id = await new_funnel(sessions, "a", "b")
+    async with sessions.begin() as session:
+        await bulk_insert(
+            session, funnel_entries, ENTRY_COLUMNS, [(funnel_id, "old", T0, 1, [T0], False, {})]
+        )
+
+    async def api_change() -> None:
+        async with sessions.begin() as session:
+            if change == "delete":
+                await api_repo.delete_funnel(session, funnel_id)
+            else:
+                body = FunnelIn.model_validate(
+                    {"name": "f", "steps": [{"event": "a"}, {"event": "c"}]}
+                ).model_dump()
+                await api_repo.redefine_funnel(session, funnel_id, body)
+
+    async with sessions.begin() as batch:
+        assert [f.id for f in await repository.active_funnels(batch, ["proj"])] == [funnel_id]
+        api = asyncio.create_task(api_change())
+        for _ in range(200):
+            if await _waiting_for_a_lock(sessions):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the API's change did not wait for the batch that read the funnel")
+        row = (funnel_id, "new", T0 + 1, 2, [T0 + 1, T0 + 2], False, {})
+        await bulk_insert(batch, funnel_entries, ENTRY_COLUMNS, [row])
+        await bulk_insert(
+            batch, funnel_touches, TOUCH_COLUMNS, [(funnel_id, "new", T0 + 1, 0, {"c": "x"})]
+        )
+    await api
+    async with sessions() as session:
+        left = [
+            await session.scalar(select(func.count()).where(table.c.funnel_id == funnel_id))
+            for table in (funnel_entries, funnel_touches)
+        ]
+    assert left == [0, 0]
