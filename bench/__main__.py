@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from bench import aggregator, ingest, reports, webhooks
+from bench import aggregator, histories, ingest, reports, webhooks
 
 SUITES = {
     "ingest": ingest.main,
     "aggregator": aggregator.main,
+    "histories": histories.main,
     "webhooks": webhooks.main,
     "reports": reports.main,
 }

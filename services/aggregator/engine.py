@@ -59,6 +59,19 @@ class _Ordered:
     steps: tuple[frozenset[int], ...]  # 0-based step indexes each event matches
 
 
+def reach_us(definition: FunnelDefinition) -> int:
+    """How far back from an event's instant its arrival can change a person's progress.
+
+    An entry depends only on the events from its start to the end of its window; a timer of
+    an entry, on the goal events up to its due time, at most the window plus the rule's last
+    offset after the entry started; a touch, on the events of its own instant. So entries that
+    started more than this before the earliest new event keep what they had, and evaluating
+    the events from that instant on gives every other entry, touch and timer exactly.
+    """
+    offsets = (max(rule.offsets_s()) for rule in definition.remarketing)
+    return definition.window_us + max(offsets, default=0) * US
+
+
 def evaluate(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> PersonProgress:
     return Evaluator(definition)(events)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics, outbox, repository
-from services.aggregator.engine import Evaluator, PersonEvent
+from services.aggregator.engine import Evaluator, PersonEvent, reach_us
 from services.aggregator.repository import PersonKey
 from services.aggregator.source import Partition, SourceRecord
 from shared.events import CanonicalEvent, WireError, format_time, from_micros, to_micros
@@ -62,12 +62,15 @@ class Processor:
                 else:
                     fresh.append(event)
                     partitions[(event.project_id, event.person_id)].add((r.topic, r.partition))
+            projects = {project for project, _ in partitions}
+            funnels = await repository.active_funnels(session, projects) if projects else []
             # Read before writing: what the batch adds is in hand already, and a person seen
             # for the first time costs one empty index probe instead of reading rows back.
-            before = await _histories(session, partitions, horizon)
+            # Only as far back as the batch's events can change anything (see reach_us).
+            before = await _histories(session, partitions, _read_since(fresh, funnels, horizon))
             added = await repository.store_events(session, fresh)
             stored = sum(len(new) for new in added.values())
-            changed = await recompute(session, before, added, horizon)
+            changed = await recompute(session, funnels, before, added, horizon)
             await repository.count_changes(
                 session,
                 {
@@ -132,50 +135,74 @@ class Processor:
         return True
 
 
+def _read_since(
+    fresh: Iterable[CanonicalEvent], funnels: Iterable[repository.ActiveFunnel], horizon_us: int
+) -> dict[str, int]:
+    """Per project with funnels: the earliest stored event any of them may need to
+    re-evaluate the persons of these events (see ``recompute``)."""
+    reach: dict[str, int] = {}
+    for f in funnels:
+        reach[f.project_id] = max(reach.get(f.project_id, 0), reach_us(f.definition))
+    since: dict[str, int] = {}
+    for e in fresh:
+        if e.project_id in reach:
+            bound = max(horizon_us, to_micros(e.timestamp) - reach[e.project_id])
+            since[e.project_id] = min(since.get(e.project_id, bound), bound)
+    return since
+
+
 async def _histories(
-    session: AsyncSession, persons: Iterable[PersonKey], horizon_us: int
+    session: AsyncSession, persons: Iterable[PersonKey], since_us: Mapping[str, int]
 ) -> dict[PersonKey, list[PersonEvent]]:
+    """The stored events of these persons from their project's ``since_us`` on (none for
+    a project not in it: without funnels nothing is evaluated)."""
     by_project: dict[str, set[str]] = defaultdict(set)
     for project, person in persons:
-        by_project[project].add(person)
+        if project in since_us:
+            by_project[project].add(person)
     found: dict[PersonKey, list[PersonEvent]] = {}
     for project, people in sorted(by_project.items()):
-        history = await repository.person_events(session, project, people, horizon_us)
+        history = await repository.person_events(session, project, people, since_us[project])
         found.update(((project, person), events) for person, events in history.items())
     return found
 
 
 async def recompute(
     session: AsyncSession,
+    funnels: Sequence[repository.ActiveFunnel],
     before: Mapping[PersonKey, Sequence[PersonEvent]],
     added: Mapping[PersonKey, Sequence[PersonEvent]],
     horizon_us: int,
 ) -> set[tuple[str, str, str]]:
-    """Re-evaluate every funnel of the persons with ``added`` events (stored by this
+    """Re-evaluate the ``funnels`` of the persons with ``added`` events (stored by this
     transaction, from ``horizon_us`` on) from those and the events stored ``before`` it;
     return the (funnel, project, person) whose stored entries or touches changed.
 
-    A person with nothing stored before has no stored progress to compare with either.
+    Per funnel, only from ``reach_us`` before the project's earliest added event: what
+    started earlier cannot change, so a person's long past costs nothing per batch (it once
+    made a person with 1,000 stored events 65 times slower per event than a new one). A
+    person with nothing stored from there on has no stored progress there to compare with.
     """
     changed: set[tuple[str, str, str]] = set()
     by_project: dict[str, set[str]] = defaultdict(set)
     for project, person in added:
         by_project[project].add(person)
-    if not by_project:
-        return changed
-    funnels = await repository.active_funnels(session, by_project)
     for project, people in sorted(by_project.items()):
         mine = [f for f in funnels if f.project_id == project]
         if not mine:
             continue
-        history = {p: [*before.get((project, p), ()), *added[(project, p)]] for p in people}
-        first_seen = {p for p in people if not before.get((project, p))}
+        earliest = min(e.ts for p in people for e in added[(project, p)])
         listening = await outbox.subscribed_types(session, project) & STEP_TYPES
         for funnel in mine:
+            since = max(horizon_us, earliest - reach_us(funnel.definition))
+            stored = {p: [e for e in before.get((project, p), ()) if e.ts >= since] for p in people}
             evaluator = Evaluator(funnel.definition)
-            progress = {p: evaluator(history[p]) for p in people if funnel.covers(p)}
+            progress = {
+                p: evaluator([*stored[p], *added[(project, p)]]) for p in people if funnel.covers(p)
+            }
+            first_seen = {p for p in people if not stored[p]}
             replaced = await repository.replace_progress(
-                session, funnel.id, progress, horizon_us, _graces(funnel), first_seen
+                session, funnel.id, progress, since, _graces(funnel), first_seen
             )
             changed.update((funnel.id, project, person) for person in replaced.changed)
             if listening:

@@ -132,20 +132,21 @@ async def person_events(
     found: dict[str, list[PersonEvent]] = defaultdict(list)
     people = sorted(set(persons))
     columns = ("person_id", "event_id", "ts_us", "name", "properties", "context")
-    stmt = _per_person(session, events, columns, project_id=project_id)
+    stmt = _per_person(session, events, columns, "ts_us", project_id=project_id)
     for i in range(0, len(people), CHUNK):
-        # The time bound is applied here, not in SQL, for the reason given in _per_person.
-        for r in await session.execute(stmt, {"people": people[i : i + CHUNK]}):
-            if r.ts_us >= since_us:
-                found[r.person_id].append(
-                    PersonEvent(r.event_id, r.ts_us, r.name, r.properties, r.context)
-                )
+        for r in await session.execute(stmt, {"people": people[i : i + CHUNK], "since": since_us}):
+            found[r.person_id].append(
+                PersonEvent(r.event_id, r.ts_us, r.name, r.properties, r.context)
+            )
     return found
 
 
-def _per_person(session: AsyncSession, table: Any, columns: Sequence[str], **scope: str) -> Any:
+def _per_person(
+    session: AsyncSession, table: Any, columns: Sequence[str], time: str, **scope: str
+) -> Any:
     """``columns`` of ``table``'s rows in ``scope`` (column = value) of the persons bound
-    as ``people``, found by one index probe per person whatever the statistics say.
+    as ``people`` whose ``time`` column is at least the bound ``since``, found by one index
+    range scan per person (on the scope, person and time) whatever the statistics say.
 
     With ``person_id IN (...)``, PostgreSQL on a young, unanalyzed table (and, with a time
     bound as well, on one with young statistics) read the whole scope (every event of the
@@ -154,6 +155,7 @@ def _per_person(session: AsyncSession, table: Any, columns: Sequence[str], **sco
     """
     wanted = [table.c[c] for c in columns]
     where = [table.c[k] == v for k, v in scope.items()]
+    where.append(table.c[time] >= bindparam("since"))
     if not is_postgres(session):
         return select(*wanted).where(
             *where, table.c.person_id.in_(bindparam("people", expanding=True))
@@ -334,17 +336,15 @@ async def _stored(
     touches: dict[TouchKey, list[int]] = defaultdict(list)
     entry_columns = ("id", "person_id", "t0_us", "step_times", "disqualified", "step_values")
     touch_columns = ("id", "person_id", "ts_us", "seq", "values")
-    of_entries = _per_person(session, funnel_entries, entry_columns, funnel_id=funnel_id)
-    of_touches = _per_person(session, funnel_touches, touch_columns, funnel_id=funnel_id)
+    of_entries = _per_person(session, funnel_entries, entry_columns, "t0_us", funnel_id=funnel_id)
+    of_touches = _per_person(session, funnel_touches, touch_columns, "ts_us", funnel_id=funnel_id)
     for i in range(0, len(people), CHUNK):
-        chunk = {"people": people[i : i + CHUNK]}
+        chunk = {"people": people[i : i + CHUNK], "since": since_us}
         for r in await session.execute(of_entries, chunk):
-            if r.t0_us >= since_us:
-                times, values = _canonical(r.step_times), _canonical(r.step_values)
-                entries[(r.person_id, r.t0_us, times, r.disqualified, values)].append(r.id)
+            times, values = _canonical(r.step_times), _canonical(r.step_values)
+            entries[(r.person_id, r.t0_us, times, r.disqualified, values)].append(r.id)
         for r in await session.execute(of_touches, chunk):
-            if r.ts_us >= since_us:
-                touches[(r.person_id, r.ts_us, r.seq, _canonical(r[4]))].append(r.id)
+            touches[(r.person_id, r.ts_us, r.seq, _canonical(r[4]))].append(r.id)
     return entries, touches
 
 

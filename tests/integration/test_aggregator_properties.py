@@ -2,7 +2,8 @@
 
 Each example uses its own project in the test's database. Events are split into random
 batches, shuffled, partly duplicated and redelivered, and the funnel is defined part-way
-through, so both the live path and the backfill are exercised.
+through and partly backfilled before the rest arrives, so both the live path (which
+re-evaluates only as far back as a batch's events reach) and the backfill are exercised.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
-from services.aggregator.engine import PersonEvent
+from services.aggregator.engine import PersonEvent, evaluate
 from services.aggregator.processor import Processor
 from services.api import repository as api_repo
 from services.api.report import Window, funnel_report
 from shared.db import create_engine, sessionmaker
 from shared.events import CanonicalEvent
-from shared.funnel import US, definition_from_doc
+from shared.funnel import US, Entry, Touch, definition_from_doc
 from shared.keys import create_key
+from shared.tables import remarketing_timers as timers_table
 from tests.helpers import records
 from tests.oracle import oracle_report
 from tests.unit.test_engine_properties import definitions, streams
@@ -45,25 +48,53 @@ def as_canonical(project: str, person: str, e: PersonEvent) -> CanonicalEvent:
     )
 
 
+# Re-marketing rules whose offsets reach past the 60-100 s windows of the random funnels,
+# so that how far back a batch re-evaluates is tested for timers as well as for entries.
+RULES = [
+    None,
+    {"name": "late", "from_step": 1, "after_seconds": 50, "grace_seconds": 0},
+    {
+        "name": "again",
+        "from_step": 1,
+        "after_seconds": 30,
+        "repeat_every_seconds": 40,
+        "until_seconds": 150,
+        "grace_seconds": 0,
+    },
+]
+
+
 @settings(
     max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(doc=definitions(), events=streams(), cut=st.integers(0, 100), seed=st.randoms())
-def test_batches_through_the_database_equal_the_oracle(database_url, doc, events, cut, seed):
-    asyncio.run(_check(database_url, doc, events, cut, seed))
+@given(
+    doc=definitions(),
+    rule=st.sampled_from(RULES),
+    events=streams(),
+    cut=st.integers(0, 100),
+    early=st.integers(0, 4),
+    chunk=st.sampled_from([1, 5]),
+    seed=st.randoms(),
+)
+def test_batches_through_the_database_equal_the_oracle(
+    database_url, doc, rule, events, cut, early, chunk, seed
+):
+    if rule is not None:
+        doc = {**doc, "remarketing": [{**rule, "goal_step": len(doc["steps"])}]}
+    asyncio.run(_check(database_url, doc, events, cut, early, chunk, seed))
 
 
-async def _check(database_url, doc, events, cut, seed) -> None:
+async def _check(database_url, doc, events, cut, early, chunk, seed) -> None:
     engine = create_engine(database_url)
     try:
-        await _compare(sessionmaker(engine), doc, events, cut, seed)
+        await _compare(sessionmaker(engine), doc, events, cut, early, chunk, seed)
     finally:
         await engine.dispose()
 
 
-async def _compare(sessions, doc, events, cut, seed) -> None:
+async def _compare(sessions, doc, events, cut, early, chunk, seed) -> None:
     project = f"prop{next(_projects)}"
     flat = [as_canonical(project, p, e) for p, evs in events.items() for e in evs]
     seed.shuffle(flat)
@@ -71,14 +102,19 @@ async def _compare(sessions, doc, events, cut, seed) -> None:
     processor = Processor(sessions, f"group-{project}", horizon_us=lambda: 0)
 
     async def deliver(batch: list[CanonicalEvent]) -> None:
-        for i in range(0, len(batch), 5):
+        for i in range(0, len(batch), chunk):
             # A fresh partition per chunk: offsets are not what this test is about.
-            await processor.apply(records(batch[i : i + 5], partition=next(_partitions)), {})
+            part = next(_partitions)
+            await processor.apply(records(batch[i : i + chunk], partition=part), {})
 
     await deliver(flat[:split])
     async with sessions.begin() as session:
         await create_key(session, project, "admin")
         funnel_id = await api_repo.create_funnel(session, project, {"name": "p", **doc})
+    # The backfill covers ``early`` persons (all of them, and anyone new, once it runs out)
+    # before the rest arrives: their later events go through the live path.
+    for _ in range(early):
+        await processor.backfill_step(1)
     await deliver(flat[split:] + flat[: split // 2])  # later events plus redelivered ones
     while await processor.backfill_step(2):
         pass
@@ -93,3 +129,41 @@ async def _compare(sessions, doc, events, cut, seed) -> None:
     }
     expected = oracle_report(f, shifted, window.start, window.end, window.now)
     assert [s.persons for s in got.steps] == expected.persons
+    # Every stored row, not only the counts: what the batches left (each re-evaluating only
+    # as far back as its events can reach) is what evaluating each whole history gives.
+    t = timers_table.c
+    async with sessions() as session:
+        touches = await api_repo.touches_in_range(session, funnel_id, window.start, window.end)
+        timers = await session.execute(
+            select(t.person_id, t.rule, t.entry_t0_us, t.occurrence, t.due_us).where(
+                t.funnel_id == funnel_id, t.status == "pending"
+            )
+        )
+        stored_timers = sorted(tuple(r) for r in timers)
+    whole = {p: evaluate(f, evs) for p, evs in shifted.items()}
+    assert _sorted_entries(entries) == _sorted_entries(
+        {p: list(progress.entries) for p, progress in whole.items()}
+    )
+    assert {p: sorted(ts, key=_touch_key) for p, ts in touches.items() if ts} == {
+        p: sorted(progress.touches, key=_touch_key)
+        for p, progress in whole.items()
+        if progress.touches
+    }
+    # Entries that start at the same instant share their timers (one notice per start).
+    assert stored_timers == sorted(
+        {
+            (p, x.rule, x.entry_t0, x.occurrence, x.due_us)
+            for p, progress in whole.items()
+            for x in progress.timers
+            if not x.cancelled
+        }
+    )
+
+
+def _sorted_entries(entries: dict[str, list[Entry]]) -> list[tuple[str, Entry]]:
+    found = [(p, e) for p, es in entries.items() for e in es]
+    return sorted(found, key=lambda pe: (pe[0], pe[1].t0, pe[1].step_times, repr(pe[1])))
+
+
+def _touch_key(touch: Touch) -> tuple[int, int]:
+    return (touch.ts, touch.seq)

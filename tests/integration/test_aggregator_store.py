@@ -22,6 +22,7 @@ from shared.tables import (
     events,
     funnel_entries,
     funnel_touches,
+    remarketing_timers,
 )
 from tests.databases import postgres_database
 from tests.helpers import canonical, records
@@ -167,6 +168,39 @@ async def test_events_during_a_backfill_are_counted_exactly_once(sessions, proce
     assert await reached(sessions, funnel_id) == {
         f"p{i}": [2 if i in (1, 4) else 1] for i in range(6)
     }
+
+
+async def test_a_batch_re_evaluates_as_far_back_as_its_events_can_reach(sessions, processor):
+    """A batch re-evaluates a person only from (window + longest re-marketing offset) before
+    its earliest event: older entries keep their rows, newer ones are exact, including a
+    timer cancelled by a goal reached after the window but before the timer is due."""
+    rule = {"name": "nudge", "after_seconds": 30, "repeat_every_seconds": 40, "created_at_us": 1}
+    funnel_id = await new_funnel(
+        sessions, "a", "b", window_seconds=60, remarketing=[{**rule, "until_seconds": 150}]
+    )
+    await finish_backfill(processor)
+    offset = 0
+
+    async def deliver(*batch) -> None:
+        nonlocal offset
+        await processor.apply(
+            records(list(batch), first_offset=offset), {(EVENTS_TOPIC, 0): offset or None}
+        )
+        offset += len(batch)
+
+    await deliver(canonical("p", "a", T0), canonical("q", "a", T0 - 1000))
+    await deliver(canonical("p", "b", T0 + 100))  # after the window (60 s), before 110 and 150 s
+    await deliver(canonical("q", "b", T0 - 990))  # late: q's entry converts
+    await deliver(canonical("p", "b", T0 + 1000))  # far later: nothing old is touched
+    assert await reached(sessions, funnel_id) == {"p": [1], "q": [2]}
+    t = remarketing_timers.c
+    async with sessions() as session:
+        pending = await session.execute(
+            select(t.person_id, t.due_us).where(t.funnel_id == funnel_id, t.status == "pending")
+        )
+        due = sorted((person, due_us // 1_000_000 - T0) for person, due_us in pending)
+    # p's occurrences due 30 and 70 s after its entry; 110 and 150 cancelled by b at 100 s.
+    assert due == [("p", 30), ("p", 70)]
 
 
 @pytest.fixture
