@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import metrics, repository
 from services.api.auth import Admin, Reader
-from services.api.report import Breakdown, FunnelReport, Window, funnel_report
+from services.api.report import Breakdown, FunnelReport, Window
 from services.api.report_cache import Computed
-from services.api.report_sql import funnel_report_sql
+from services.api.reporting import compute_report, valid_until
 from services.api.schemas import FunnelIn, FunnelPatch
-from shared.db import is_postgres
 from shared.events import format_time, from_micros, to_micros
 from shared.funnel import CountMode, Entry, FunnelDefinition, definition_from_doc
 from shared.keys import now_us
 
 router = APIRouter(prefix="/v1/funnels", tags=["funnels"])
 DAY_US = 86_400_000_000
-FOREVER_US = 2**62
 # Fields whose change alters counting, so stored progress must be recomputed.
 COUNTING_FIELDS = (
     "steps",
@@ -222,58 +218,6 @@ async def report(
     metrics.REPORTS.labels(freshness).inc()
     metrics.REPORT_SECONDS.labels("report").observe(time.perf_counter() - started)
     return body
-
-
-async def valid_until(
-    session: AsyncSession,
-    funnel_id: str,
-    definition: FunnelDefinition,
-    window: Window,
-    *,
-    open_end: bool,
-    rolling: int | None,
-) -> int:
-    """The first instant the report of these stored entries can read differently."""
-    limits = []
-    # The earliest entry whose conversion window is still open closes it first.
-    w = definition.window_us
-    first_open = await repository.first_entry_from(
-        session, funnel_id, max(window.start, window.now - w + 1), window.end
-    )
-    if first_open is not None:
-        limits.append(first_open + w)
-    if open_end:  # "to" is now: an entry dated ahead of the clock joins the range
-        ahead = await repository.first_entry_from(session, funnel_id, window.end)
-        if ahead is not None:
-            limits.append(ahead + 1)
-        if rolling is not None:  # "from" follows "to": the earliest entry leaves the range
-            first = await repository.first_entry_from(session, funnel_id, window.start, window.end)
-            if first is not None:
-                limits.append(first + rolling + 1)
-    return min(limits, default=FOREVER_US)
-
-
-async def compute_report(
-    session: AsyncSession,
-    funnel_id: str,
-    definition: FunnelDefinition,
-    window: Window,
-    mode: CountMode,
-    chosen: Breakdown | None,
-) -> FunnelReport:
-    """In PostgreSQL itself when it is the database; else from the entries, in Python."""
-    if is_postgres(session):
-        return await funnel_report_sql(session, funnel_id, definition, window, mode, chosen)
-    entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
-    touches = (
-        await repository.touches_in_range(session, funnel_id, window.start, window.end)
-        if chosen and chosen.attribution != "step"
-        else None
-    )
-    # CPU-bound for large ranges: off the event loop, so other requests keep being served.
-    return await asyncio.to_thread(
-        funnel_report, definition, entries, window, mode, chosen, touches
-    )
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import repository
-from services.api.report import Window, funnel_report
+from services.api.report import Window
+from services.api.reporting import compute_report, valid_until
 from shared.funnel import US, definition_from_doc
 from shared.keys import now_us
 
 log = logging.getLogger(__name__)
+DAY_US = 86_400 * US
 LABELS = ["project", "funnel", "step"]
 
 STEP_PERSONS = Gauge("funnel_step_persons", "Persons who reached the step.", LABELS)
@@ -44,27 +48,60 @@ REPORTS = Counter(
 _GAUGES = (STEP_PERSONS, STEP_IN_PROGRESS, STEP_CONVERSION)
 
 
-async def refresh_gauges(sessions: async_sessionmaker[AsyncSession], range_days: int) -> None:
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """One funnel's gauge values, exact while its basis is unchanged and until ``until_us``."""
+
+    basis: Hashable
+    until_us: int
+    steps: tuple[tuple[str, int, int], ...]  # name, persons, in progress
+
+
+async def refresh_gauges(
+    sessions: async_sessionmaker[AsyncSession],
+    range_days: int,
+    kept: dict[str, Kept] | None = None,
+) -> None:
+    """Set every funnel's gauges over the entries of the last ``range_days`` days.
+
+    A funnel's values are computed as a report is (inside PostgreSQL, not by fetching its
+    entries) and, with ``kept``, only when they may have changed: when the aggregator changed
+    the funnel's stored progress or its definition changed, or when the clock reaches the
+    first instant at which an entry closes its window or leaves the range.
+    """
     now = now_us()
     window = Window(now - range_days * 86_400 * US, now, now)
+    kept = {} if kept is None else kept
     seen: set[tuple[str, ...]] = set()
     with REFRESH_SECONDS.time():
         async with sessions() as session:
-            for row in await repository.all_funnels(session):
-                entries = await repository.entries_in_range(
-                    session, row.id, window.start, window.end
-                )
-                report = await asyncio.to_thread(
-                    funnel_report, definition_from_doc(row.definition), entries, window
-                )
-                first = report.steps[0].persons
-                for s in report.steps:
-                    labels = (row.project_id, row.name, s.name)
+            rows = await repository.all_funnels(session)
+            for gone in kept.keys() - {row.id for row in rows}:
+                del kept[gone]
+            for row in rows:
+                stamp = await repository.change_stamp(session, row.id)
+                basis = (row.version, row.backfill_done, row.backfill_persons, stamp)
+                found = kept.get(row.id)
+                if found is None or found.basis != basis or now >= found.until_us:
+                    found = await _compute(session, row, window, basis, range_days * DAY_US)
+                    kept[row.id] = found
+                first = found.steps[0][1]
+                for name, persons, in_progress in found.steps:
+                    labels = (row.project_id, row.name, name)
                     seen.add(labels)
-                    STEP_PERSONS.labels(*labels).set(s.persons)
-                    STEP_IN_PROGRESS.labels(*labels).set(s.in_progress)
-                    STEP_CONVERSION.labels(*labels).set(s.persons / first if first else 0)
+                    STEP_PERSONS.labels(*labels).set(persons)
+                    STEP_IN_PROGRESS.labels(*labels).set(in_progress)
+                    STEP_CONVERSION.labels(*labels).set(persons / first if first else 0)
     _forget_all_but(seen)
+
+
+async def _compute(
+    session: AsyncSession, row: repository.FunnelRow, window: Window, basis: Hashable, range_us: int
+) -> Kept:
+    definition = definition_from_doc(row.definition)
+    report = await compute_report(session, row.id, definition, window, "uniques", None)
+    until = await valid_until(session, row.id, definition, window, open_end=True, rolling=range_us)
+    return Kept(basis, until, tuple((s.name, s.persons, s.in_progress) for s in report.steps))
 
 
 def _forget_all_but(seen: set[tuple[str, ...]]) -> None:
@@ -79,10 +116,11 @@ def _forget_all_but(seen: set[tuple[str, ...]]) -> None:
 async def refresh_forever(
     sessions: async_sessionmaker[AsyncSession], range_days: int, every_s: float
 ) -> None:
+    kept: dict[str, Kept] = {}
     while True:
         started = time.monotonic()
         try:
-            await refresh_gauges(sessions, range_days)
+            await refresh_gauges(sessions, range_days, kept)
         except Exception:  # keep serving the last values; the next round may work
             log.exception("gauge refresh failed")
         # A refresh that takes long (much data) is spaced out so that it never hogs the API.

@@ -200,3 +200,29 @@ async def test_prometheus_gauges_show_persons_per_step_without_scanning_on_scrap
     assert 'funnel_step_persons{funnel="gauged",project="proj",step="b"} 1.0' in text
     assert 'funnel_step_conversion_ratio{funnel="gauged",project="proj",step="b"} 0.5' in text
     assert 'funnel_step_in_progress{funnel="gauged",project="proj",step="a"} 1.0' in text
+
+
+async def test_gauges_are_recomputed_only_when_their_funnel_changed(api, sessions):  # noqa: F811
+    """Kept values are reused while exact (nothing stored changed, no window closed), and
+    recomputed after the aggregator changed the funnel's progress."""
+    from services.api.metrics import Kept, refresh_gauges
+
+    funnel = {"name": "kept", "steps": [{"event": "a"}, {"event": "b"}], "window_seconds": 3600}
+    funnel_id = (await api.post("/v1/funnels", json=funnel)).json()["id"]
+    now = int(datetime.now(UTC).timestamp())
+    await drain(sessions, [canonical("p", "a", now - 60)])
+    kept: dict[str, Kept] = {}
+    await refresh_gauges(sessions, range_days=7, kept=kept)
+    first = kept[funnel_id]
+    assert [s[1:] for s in first.steps] == [(1, 1), (0, 0)]
+    await refresh_gauges(sessions, range_days=7, kept=kept)
+    assert kept[funnel_id] is first  # unchanged: not computed again
+    await drain(sessions, [canonical("p", "b", now - 30)])
+    await refresh_gauges(sessions, range_days=7, kept=kept)
+    assert [s[1:] for s in kept[funnel_id].steps] == [(1, 0), (1, 0)]
+    text = (await api.get("/metrics/")).text
+    assert 'funnel_step_persons{funnel="kept",project="proj",step="b"} 1.0' in text
+    await api.delete(f"/v1/funnels/{funnel_id}")
+    await refresh_gauges(sessions, range_days=7, kept=kept)
+    assert funnel_id not in kept
+    assert 'funnel="kept"' not in (await api.get("/metrics/")).text

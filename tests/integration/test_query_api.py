@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 from services.aggregator.processor import Processor
 from services.api import repository
 from services.api.app import create_app
-from services.api.funnels_routes import valid_until
 from services.api.report import Window
+from services.api.reporting import valid_until
 from services.api.settings import ApiSettings
 from shared.funnel import US, definition_from_doc
 from shared.keys import create_key

@@ -1,0 +1,70 @@
+"""Computing a funnel report from stored progress, and how long its answer stays exact.
+
+Shared by the report endpoint (with its cache) and the Prometheus gauges' refresher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.api import repository
+from services.api.report import Breakdown, FunnelReport, Window, funnel_report
+from services.api.report_sql import funnel_report_sql
+from shared.db import is_postgres
+from shared.funnel import CountMode, FunnelDefinition
+
+FOREVER_US = 2**62
+
+
+async def compute_report(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    window: Window,
+    mode: CountMode,
+    chosen: Breakdown | None,
+) -> FunnelReport:
+    """In PostgreSQL itself when it is the database; else from the entries, in Python."""
+    if is_postgres(session):
+        return await funnel_report_sql(session, funnel_id, definition, window, mode, chosen)
+    entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
+    touches = (
+        await repository.touches_in_range(session, funnel_id, window.start, window.end)
+        if chosen and chosen.attribution != "step"
+        else None
+    )
+    # CPU-bound for large ranges: off the event loop, so other requests keep being served.
+    return await asyncio.to_thread(
+        funnel_report, definition, entries, window, mode, chosen, touches
+    )
+
+
+async def valid_until(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    window: Window,
+    *,
+    open_end: bool,
+    rolling: int | None,
+) -> int:
+    """The first instant the report of these stored entries can read differently."""
+    limits = []
+    # The earliest entry whose conversion window is still open closes it first.
+    w = definition.window_us
+    first_open = await repository.first_entry_from(
+        session, funnel_id, max(window.start, window.now - w + 1), window.end
+    )
+    if first_open is not None:
+        limits.append(first_open + w)
+    if open_end:  # "to" is now: an entry dated ahead of the clock joins the range
+        ahead = await repository.first_entry_from(session, funnel_id, window.end)
+        if ahead is not None:
+            limits.append(ahead + 1)
+        if rolling is not None:  # "from" follows "to": the earliest entry leaves the range
+            first = await repository.first_entry_from(session, funnel_id, window.start, window.end)
+            if first is not None:
+                limits.append(first + rolling + 1)
+    return min(limits, default=FOREVER_US)
