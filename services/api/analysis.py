@@ -8,7 +8,14 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from services.api.report import Counted, FunnelReport, StepReport, counted_entries, step_reports
+from services.api.report import (
+    Counted,
+    FunnelReport,
+    StepReport,
+    Window,
+    counted_entries,
+    step_reports,
+)
 from shared.events import to_micros
 from shared.funnel import CountMode, Entry, FunnelDefinition, entry_value
 
@@ -49,23 +56,34 @@ def cohort_bounds(
 
 def trends(
     definition: FunnelDefinition,
-    entries_by_person: Mapping[str, Sequence[Entry]],
     bounds: Sequence[tuple[datetime, datetime]],
+    reports: Sequence[FunnelReport],
     now_us: int,
-    count: CountMode,
 ) -> list[Cohort]:
-    """Conversion per entry cohort; a cohort whose last window is still open is incomplete."""
-    cohorts = []
-    for start, end in bounds:
-        lo, hi = to_micros(start), to_micros(end)
+    """Conversion per entry cohort (one report per cohort's range); a cohort whose last
+    window is still open is incomplete."""
+    return [
+        Cohort(start, end, to_micros(end) + definition.window_us <= now_us, report.steps)
+        for (start, end), report in zip(bounds, reports, strict=True)
+    ]
+
+
+def cohort_reports_in_python(
+    definition: FunnelDefinition,
+    entries_by_person: Mapping[str, Sequence[Entry]],
+    windows: Sequence[Window],
+    count: CountMode,
+) -> list[FunnelReport]:
+    """One report per cohort range from the entries of their whole span."""
+    reports = []
+    for w in windows:
         selected = {
-            person: [e for e in entries if lo <= e.t0 < hi]
+            person: [e for e in entries if w.start <= e.t0 < w.end]
             for person, entries in entries_by_person.items()
         }
-        counted = counted_entries({p: es for p, es in selected.items() if es}, count)
-        complete = hi + definition.window_us <= now_us
-        cohorts.append(Cohort(start, end, complete, step_reports(definition, counted, now_us)))
-    return cohorts
+        kept = {p: es for p, es in selected.items() if es}
+        reports.append(FunnelReport(step_reports(definition, counted_entries(kept, count), w.now)))
+    return reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,34 +97,51 @@ class StageForecast:
     weighted_value: float
 
 
-def forecast(
+@dataclass(frozen=True, slots=True)
+class PipelineTally:
+    """Counted entries by how far they got (index r - 1 for r steps reached): those whose
+    window is still open, the sum of their values, and those whose window has closed."""
+
+    open: tuple[int, ...]
+    open_value: tuple[float, ...]
+    closed: tuple[int, ...]
+
+
+def pipeline_tally(
     definition: FunnelDefinition, counted: Sequence[Counted], now_us: int
-) -> list[StageForecast]:
-    """Weighted pipeline: sum of value x win probability of the reached step, open entries."""
+) -> PipelineTally:
     n = len(definition.steps)
-    closed = [e for _, e in counted if e.t0 + definition.window_us <= now_us]
+    open_, open_value, closed = [0] * n, [0.0] * n, [0] * n
+    for _, e in counted:
+        if e.t0 + definition.window_us > now_us:
+            open_[e.reached - 1] += 1
+            open_value[e.reached - 1] += entry_value(definition, e) or 0.0
+        else:
+            closed[e.reached - 1] += 1
+    return PipelineTally(tuple(open_), tuple(open_value), tuple(closed))
+
+
+def forecast(definition: FunnelDefinition, tally: PipelineTally) -> list[StageForecast]:
+    """Weighted pipeline: sum of value x win probability of the reached step, open entries.
+    A step without a defined probability gets the measured one: of the closed entries that
+    got past it, the share that reached the last step."""
+    n = len(definition.steps)
     stages = []
     for k, step in enumerate(definition.steps[:-1]):
-        open_here = [
-            e for _, e in counted if e.reached == k + 1 and e.t0 + definition.window_us > now_us
-        ]
-        value = sum(entry_value(definition, e) or 0.0 for e in open_here)
         probability, source = step.win_probability, "defined"
         if probability is None:
-            reached = [e for e in closed if e.reached > k]
-            won = [e for e in reached if e.reached == n]
-            probability, source = (
-                (len(won) / len(reached), "measured") if reached else (None, "none")
-            )
+            reached = sum(tally.closed[k:])
+            won = tally.closed[n - 1]
+            probability, source = (won / reached, "measured") if reached else (None, "none")
         stages.append(
             StageForecast(
                 step=k + 1,
                 name=step.name,
-                open_entries=len(open_here),
-                value=value,
+                open_entries=tally.open[k],
+                value=tally.open_value[k],
                 win_probability=probability,
                 probability_source=source,  # type: ignore[arg-type]
-                weighted_value=value * (probability or 0.0),
+                weighted_value=tally.open_value[k] * (probability or 0.0),
             )
         )
     return stages

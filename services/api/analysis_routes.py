@@ -17,14 +17,16 @@ from services.api.funnels_routes import (
     _require,
     _view,
     choose_breakdown,
-    load_inputs,
+    kept_report,
+    report_range,
     stamp_rules,
 )
-from services.api.report import counted_entries, funnel_report, step_reports
+from services.api.report import Window
+from services.api.reporting import cohort_reports, pipeline
 from services.api.schemas import FromTemplate, FunnelIn, Strict
 from services.api.templates import TEMPLATES, template_definition
-from shared.events import format_time
-from shared.funnel import CountMode
+from shared.events import format_time, to_micros
+from shared.funnel import CountMode, definition_from_doc
 
 router = APIRouter(tags=["analysis"])
 From = Annotated[str | None, Query(alias="from", description="Entries from (incl.)")]
@@ -77,15 +79,20 @@ async def trends(
     count: Count = None,
 ) -> dict[str, Any]:
     """Conversion per entry cohort (day, week or month in the funnel's time zone)."""
-    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
-    zone = ZoneInfo(inputs.row.definition.get("timezone") or "UTC")
-    bounds = list(analysis.cohort_bounds(inputs.start, inputs.end, interval, zone))
+    row = await _require(request, grant.project_id, funnel_id)
+    definition = definition_from_doc(row.definition)
+    start, end, window = report_range(request, from_, to)
+    zone = ZoneInfo(row.definition.get("timezone") or "UTC")
+    bounds = list(analysis.cohort_bounds(start, end, interval, zone))
     if len(bounds) > 1000:
         raise HTTPException(400, "interval: more than 1,000 cohorts; widen it or narrow the range")
-    mode = count or inputs.row.definition.get("count", "uniques")
-    cohorts = analysis.trends(inputs.definition, inputs.entries, bounds, inputs.window.now, mode)
+    mode = count or row.definition.get("count", "uniques")
+    windows = [Window(to_micros(a), to_micros(b), window.now) for a, b in bounds]
+    async with request.app.state.api.sessions() as session:
+        reports = await cohort_reports(session, funnel_id, definition, windows, mode)
+    cohorts = analysis.trends(definition, bounds, reports, window.now)
     return {
-        "funnel": {"id": inputs.row.id, "name": inputs.row.name},
+        "funnel": {"id": row.id, "name": row.name},
         "interval": interval,
         "timezone": str(zone),
         "count": mode,
@@ -116,12 +123,15 @@ async def forecast(
     count: Count = "totals",
 ) -> dict[str, Any]:
     """Weighted pipeline: value x win probability of the reached step, over open entries."""
-    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
-    counted = counted_entries(inputs.entries, count or "totals")
-    stages = analysis.forecast(inputs.definition, counted, inputs.window.now)
+    row = await _require(request, grant.project_id, funnel_id)
+    definition = definition_from_doc(row.definition)
+    _, _, window = report_range(request, from_, to)
+    async with request.app.state.api.sessions() as session:
+        tally = await pipeline(session, funnel_id, definition, window, count or "totals")
+    stages = analysis.forecast(definition, tally)
     return {
-        "funnel": {"id": inputs.row.id, "name": inputs.row.name},
-        "value_property": inputs.definition.value_property,
+        "funnel": {"id": row.id, "name": row.name},
+        "value_property": definition.value_property,
         "weighted_value": sum(s.weighted_value for s in stages),
         "open_value": sum(s.value for s in stages),
         "open_entries": sum(s.open_entries for s in stages),
@@ -153,11 +163,11 @@ async def make_plan(
     funnel_id: str, body: PlanIn, request: Request, grant: Reader
 ) -> dict[str, Any]:
     """Pipeline balance: entrances per period and persons per step needed for a goal."""
-    inputs = await load_inputs(request, grant.project_id, funnel_id, body.from_, body.to)
-    n = len(inputs.definition.steps)
-    measured = step_reports(
-        inputs.definition, counted_entries(inputs.entries, "uniques"), inputs.window.now
-    )
+    row = await _require(request, grant.project_id, funnel_id)
+    definition = definition_from_doc(row.definition)
+    n = len(definition.steps)
+    computed, _ = await kept_report(request, row, body.from_, body.to, "uniques", None)
+    measured = computed.report.steps
     if body.step_rates is not None:
         if len(body.step_rates) != n - 1:
             raise HTTPException(422, f"step_rates: need {n - 1} rates for {n} steps")
@@ -186,14 +196,14 @@ async def make_plan(
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
     return {
-        "funnel": {"id": inputs.row.id, "name": inputs.row.name},
+        "funnel": {"id": row.id, "name": row.name},
         "period": body.period,
         "rates_source": source,
         "step_rates": rates,
         **asdict(result),
         "steps": [
             {"step": k + 1, "name": s.name, "persons_needed": result.persons_per_step[k]}
-            for k, s in enumerate(inputs.definition.steps)
+            for k, s in enumerate(definition.steps)
         ],
     }
 
@@ -208,22 +218,16 @@ async def diagnosis(
     breakdown: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Steps ranked by loss and by gap to target, the bottleneck, best and worst groups."""
-    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
-    definition, window = inputs.definition, inputs.window
+    row = await _require(request, grant.project_id, funnel_id)
+    definition = definition_from_doc(row.definition)
     prop = breakdown or (definition.breakdowns[0] if definition.breakdowns else None)
     chosen = choose_breakdown(definition, prop, "first_touch", 1, 1000) if prop else None
-    touches = None
-    if chosen is not None:
-        async with request.app.state.api.sessions() as session:
-            touches = await repository.touches_in_range(
-                session, funnel_id, window.start, window.end
-            )
-    report = funnel_report(definition, inputs.entries, window, "uniques", chosen, touches)
-    result = analysis.diagnose(definition, report)
+    computed, _ = await kept_report(request, row, from_, to, "uniques", chosen)
+    result = analysis.diagnose(definition, computed.report)
     return {
-        "funnel": {"id": inputs.row.id, "name": inputs.row.name},
-        "from": format_time(inputs.start),
-        "to": format_time(inputs.end),
+        "funnel": {"id": row.id, "name": row.name},
+        "from": format_time(computed.start),
+        "to": format_time(computed.end),
         "bottleneck": asdict(result.bottleneck) if result.bottleneck else None,
         "by_loss": [asdict(t) for t in result.by_loss],
         "by_gap_to_target": [asdict(t) for t in result.by_gap],
@@ -243,9 +247,9 @@ async def chart(
     count: Count = None,
 ) -> Response:
     """The funnel as an SVG picture: a bar per step with persons and rates."""
-    inputs = await load_inputs(request, grant.project_id, funnel_id, from_, to)
-    mode = count or inputs.row.definition.get("count", "uniques")
-    report = funnel_report(inputs.definition, inputs.entries, inputs.window, mode)
-    subtitle = f"{inputs.start.date()} to {inputs.end.date()}, {mode}"
-    svg = funnel_svg(inputs.row.name, subtitle, report.steps)
+    row = await _require(request, grant.project_id, funnel_id)
+    mode = count or row.definition.get("count", "uniques")
+    computed, _ = await kept_report(request, row, from_, to, mode, None)
+    subtitle = f"{computed.start.date()} to {computed.end.date()}, {mode}"
+    svg = funnel_svg(row.name, subtitle, computed.report.steps)
     return Response(svg, media_type="image/svg+xml")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -16,11 +16,12 @@ from services.api.report_cache import Computed
 from services.api.reporting import compute_report, valid_until
 from services.api.schemas import FunnelIn, FunnelPatch
 from shared.events import format_time, from_micros, to_micros
-from shared.funnel import CountMode, Entry, FunnelDefinition, definition_from_doc
+from shared.funnel import CountMode, FunnelDefinition, definition_from_doc
 from shared.keys import now_us
 
 router = APIRouter(prefix="/v1/funnels", tags=["funnels"])
 DAY_US = 86_400_000_000
+Served = Literal["computed", "exact", "stale"]  # how a report answer was made
 # Fields whose change alters counting, so stored progress must be recomputed.
 COUNTING_FIELDS = (
     "steps",
@@ -162,38 +163,13 @@ async def report(
     started = time.perf_counter()
     row = await _require(request, grant.project_id, funnel_id)
     definition = definition_from_doc(row.definition)
-    start, end, window = report_range(request, from_, to)
-    state = request.app.state.api
     chosen = None
     if breakdown is not None:
-        chosen = choose_breakdown(
-            definition, breakdown, attribution, step, state.settings.breakdown_limit
-        )
+        limit = request.app.state.api.settings.breakdown_limit
+        chosen = choose_breakdown(definition, breakdown, attribution, step, limit)
     mode = count or row.definition.get("count", "uniques")
-    async with _sessions(request)() as session:
-        stamp = await repository.change_stamp(session, row.id)
-    key = (row.id, row.version, from_, to, mode, chosen)
-    basis = (row.backfill_done, row.backfill_persons, stamp)
-    rolling = state.settings.default_range_days * DAY_US if from_ is None else None
-
-    async def work() -> Computed:
-        began = time.perf_counter()
-        async with _sessions(request)() as session:
-            result = await compute_report(session, funnel_id, definition, window, mode, chosen)
-            until = await valid_until(
-                session, funnel_id, definition, window, open_end=to is None, rolling=rolling
-            )
-        took = int((time.perf_counter() - began) * 1_000_000)
-        return Computed(start, end, result, window.now, until, basis, took)
-
     fresh = "no-cache" in (cache_control or "").lower()
-    kept = None if fresh else state.reports.get(key, basis, now_us())
-    if kept is None:
-        computed, freshness = await state.reports.compute(key, work), "computed"
-    else:
-        computed, freshness = kept
-        if freshness == "stale":
-            state.reports.refresh(key, work)
+    computed, freshness = await kept_report(request, row, from_, to, mode, chosen, fresh=fresh)
     async with _sessions(request)() as session:
         persons = (
             None
@@ -220,16 +196,47 @@ async def report(
     return body
 
 
-@dataclass(frozen=True)
-class Inputs:
-    """What every analysis of one funnel over one range of entries starts from."""
+async def kept_report(
+    request: Request,
+    row: repository.FunnelRow,
+    from_: str | None,
+    to: str | None,
+    mode: CountMode,
+    chosen: Breakdown | None,
+    *,
+    fresh: bool = False,
+) -> tuple[Computed, Served]:
+    """The funnel's report over this range: from the report cache while it is exact (or young
+    enough to be served stale while one recomputation runs), else computed now (``fresh``:
+    always). Reports, charts, plans and diagnoses of the same range share kept reports."""
+    state = request.app.state.api
+    definition = definition_from_doc(row.definition)
+    start, end, window = report_range(request, from_, to)
+    async with _sessions(request)() as session:
+        stamp = await repository.change_stamp(session, row.id)
+    key = (row.id, row.version, from_, to, mode, chosen)
+    basis = (row.backfill_done, row.backfill_persons, stamp)
+    rolling = state.settings.default_range_days * DAY_US if from_ is None else None
 
-    row: repository.FunnelRow
-    definition: FunnelDefinition
-    start: datetime
-    end: datetime
-    window: Window
-    entries: dict[str, list[Entry]]
+    async def work() -> Computed:
+        began = time.perf_counter()
+        async with _sessions(request)() as session:
+            result = await compute_report(session, row.id, definition, window, mode, chosen)
+            until = await valid_until(
+                session, row.id, definition, window, open_end=to is None, rolling=rolling
+            )
+        took = int((time.perf_counter() - began) * 1_000_000)
+        return Computed(start, end, result, window.now, until, basis, took)
+
+    kept: tuple[Computed, Served] | None = None
+    if not fresh:
+        kept = state.reports.get(key, basis, now_us())
+    if kept is None:
+        computed: Computed = await state.reports.compute(key, work)
+        return computed, "computed"
+    if kept[1] == "stale":
+        state.reports.refresh(key, work)
+    return kept
 
 
 def report_range(
@@ -241,16 +248,6 @@ def report_range(
     if start > end:
         raise HTTPException(400, "from: must not be after to")
     return start, end, Window(to_micros(start), to_micros(end), now_us())
-
-
-async def load_inputs(
-    request: Request, project_id: str, funnel_id: str, from_: str | None, to: str | None
-) -> Inputs:
-    row = await _require(request, project_id, funnel_id)
-    start, end, window = report_range(request, from_, to)
-    async with _sessions(request)() as session:
-        entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
-    return Inputs(row, definition_from_doc(row.definition), start, end, window, entries)
 
 
 def choose_breakdown(

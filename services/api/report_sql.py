@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.analysis import PipelineTally
 from services.api.report import (
     OTHER,
     Breakdown,
@@ -170,15 +171,9 @@ def _tally(row: Any, n: int) -> Tally:
     return Tally(stopped, open_, timings, values)
 
 
-async def funnel_report_sql(
-    session: AsyncSession,
-    funnel_id: str,
-    definition: FunnelDefinition,
-    window: Window,
-    count: CountMode = "uniques",
-    breakdown: Breakdown | None = None,
-) -> FunnelReport:
-    params: dict[str, Any] = {
+def _params(funnel_id: str, definition: FunnelDefinition, window: Window) -> dict[str, Any]:
+    """The bind parameters every statement here reads."""
+    return {
         "funnel": funnel_id,
         "lo": window.start,
         "hi": window.end,
@@ -187,6 +182,17 @@ async def funnel_report_sql(
         "number": VALUE_NUMBER,
         "value_property": definition.value_property,
     }
+
+
+async def funnel_report_sql(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    window: Window,
+    count: CountMode = "uniques",
+    breakdown: Breakdown | None = None,
+) -> FunnelReport:
+    params = _params(funnel_id, definition, window)
     if breakdown is not None:
         params.update(prop=breakdown.property, step=breakdown.step, limit=breakdown.limit)
     sql = report_query(definition, count, breakdown)
@@ -210,3 +216,41 @@ async def funnel_report_sql(
             for r in groups
         ),
     )
+
+
+def pipeline_query(definition: FunnelDefinition, count: CountMode) -> str:
+    """Counted entries by steps reached and open or closed window, with the sum of their
+    values (each entry's latest numeric value along its steps, as ``entry_value``)."""
+    value = "NULL::float8"
+    if definition.value_property is not None:
+        latest = [
+            f"CASE WHEN reached > {k} AND (sv->:value_property->>{k}) ~ :number"
+            f" THEN (sv->:value_property->>{k})::float8 END"
+            for k in reversed(range(len(definition.steps)))
+        ]
+        value = f"COALESCE({', '.join(latest)})"
+    return f"""
+    WITH {_counted(count)}
+    SELECT reached, t0_us + :window > :now AS open, count(*), sum({value})
+    FROM c GROUP BY 1, 2"""
+
+
+async def pipeline_sql(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    window: Window,
+    count: CountMode,
+) -> PipelineTally:
+    params = _params(funnel_id, definition, window)
+    await session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    n = len(definition.steps)
+    open_, open_value, closed = [0] * n, [0.0] * n, [0] * n
+    for reached, is_open, entries, value in await session.execute(
+        text(pipeline_query(definition, count)), params
+    ):
+        if is_open:
+            open_[reached - 1], open_value[reached - 1] = entries, float(value or 0.0)
+        else:
+            closed[reached - 1] = entries
+    return PipelineTally(tuple(open_), tuple(open_value), tuple(closed))

@@ -6,12 +6,13 @@ Shared by the report endpoint (with its cache) and the Prometheus gauges' refres
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import repository
-from services.api.report import Breakdown, FunnelReport, Window, funnel_report
-from services.api.report_sql import funnel_report_sql
+from services.api import analysis, repository
+from services.api.report import Breakdown, FunnelReport, Window, counted_entries, funnel_report
+from services.api.report_sql import funnel_report_sql, pipeline_sql
 from shared.db import is_postgres
 from shared.funnel import CountMode, FunnelDefinition
 
@@ -39,6 +40,43 @@ async def compute_report(
     return await asyncio.to_thread(
         funnel_report, definition, entries, window, mode, chosen, touches
     )
+
+
+async def cohort_reports(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    windows: Sequence[Window],
+    count: CountMode,
+) -> list[FunnelReport]:
+    """One report per cohort range (consecutive ``windows``): in PostgreSQL, one statement
+    each over the entries of its range; else from the entries of their span, in Python, off
+    the event loop."""
+    if is_postgres(session):
+        return [await funnel_report_sql(session, funnel_id, definition, w, count) for w in windows]
+    if not windows:
+        return []
+    entries = await repository.entries_in_range(
+        session, funnel_id, windows[0].start, windows[-1].end
+    )
+    return await asyncio.to_thread(
+        analysis.cohort_reports_in_python, definition, entries, windows, count
+    )
+
+
+async def pipeline(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    window: Window,
+    count: CountMode,
+) -> analysis.PipelineTally:
+    """What the pipeline forecast is made from: in PostgreSQL itself, else in Python."""
+    if is_postgres(session):
+        return await pipeline_sql(session, funnel_id, definition, window, count)
+    entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
+    counted = counted_entries(entries, count)
+    return await asyncio.to_thread(analysis.pipeline_tally, definition, counted, window.now)
 
 
 async def valid_until(

@@ -108,6 +108,35 @@ async def test_forecast_weighs_open_entries_by_stage_probability(api, sessions):
     assert body["open_entries"] == 2
 
 
+async def test_forecast_measures_win_rates_from_closed_entries(api, sessions):  # noqa: F811
+    """Without defined probabilities, a stage's is the share of closed entries that got past
+    it and reached the last step; an open entry's value is its latest numeric one."""
+    steps = [{"event": "a"}, {"event": "b"}, {"event": "c"}]
+    funnel = {"name": "m", "steps": steps, "window_seconds": 3600, "value_property": "amount"}
+    funnel_id = (await api.post("/v1/funnels", json=funnel)).json()["id"]
+    now = int(datetime.now(UTC).timestamp())
+    closed = [("x", "abc"), ("y", "ab"), ("z", "a")]
+    events = [
+        canonical(p, name, T0 + i, amount=10) for p, names in closed for i, name in enumerate(names)
+    ]
+    events += [
+        canonical("w", "a", now - 60, amount=100),
+        canonical("v", "a", now - 60, amount=50),
+        canonical("v", "b", now - 30, amount=70),
+        canonical("v", "b", now - 20, amount="n/a"),  # not a step: b was taken already
+    ]
+    await drain(sessions, events)
+    params = {"from": "2026-01-01"}
+    body = (await api.get(f"/v1/funnels/{funnel_id}/forecast", params=params)).json()
+    stages = [
+        (s["open_entries"], s["value"], s["win_probability"], s["probability_source"])
+        for s in body["stages"]
+    ]
+    assert stages == [(1, 100.0, pytest.approx(1 / 3), "measured"), (1, 70.0, 0.5, "measured")]
+    assert body["weighted_value"] == pytest.approx(100 / 3 + 35)
+    assert (body["open_entries"], body["open_value"]) == (2, 170.0)
+
+
 async def test_trends_mark_cohorts_whose_window_is_open(api, sessions):  # noqa: F811
     funnel = {"name": "f", "steps": [{"event": "a"}, {"event": "b"}], "window_seconds": DAY}
     funnel_id = (await api.post("/v1/funnels", json=funnel)).json()["id"]
