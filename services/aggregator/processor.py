@@ -12,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -67,10 +68,10 @@ class Processor:
             # Read before writing: what the batch adds is in hand already, and a person seen
             # for the first time costs one empty index probe instead of reading rows back.
             # Only as far back as the batch's events can change anything (see reach_us).
-            before = await _histories(session, partitions, _read_since(fresh, funnels, horizon))
+            before = await _histories(session, _read_since(fresh, funnels, horizon))
             added = await repository.store_events(session, fresh)
             stored = sum(len(new) for new in added.values())
-            changed = await recompute(session, funnels, before, added, horizon)
+            changed = await recompute(session, funnels, before, added)
             await repository.count_changes(
                 session,
                 {
@@ -135,53 +136,77 @@ class Processor:
         return True
 
 
+# Persons whose bounds lie within this of each other share one (the lowest): one set of
+# statements per group, and a bound lower than needed only costs some re-evaluation.
+GROUP_SLACK_US = 3_600_000_000
+
+
+def bound_groups(bounds: Mapping[str, int]) -> list[tuple[int, list[str]]]:
+    """Persons grouped by their earliest instant to re-evaluate from: the group's lowest."""
+    groups: list[tuple[int, list[str]]] = []
+    for person, since in sorted(bounds.items(), key=lambda kv: (kv[1], kv[0])):
+        if groups and since - groups[-1][0] <= GROUP_SLACK_US:
+            groups[-1][1].append(person)
+        else:
+            groups.append((since, [person]))
+    return groups
+
+
 def _read_since(
     fresh: Iterable[CanonicalEvent], funnels: Iterable[repository.ActiveFunnel], horizon_us: int
-) -> dict[str, int]:
-    """Per project with funnels: the earliest stored event any of them may need to
-    re-evaluate the persons of these events (see ``recompute``)."""
+) -> dict[PersonKey, int]:
+    """Per person of a project with funnels: the earliest stored event any of them may need
+    to re-evaluate the person (see ``recompute``)."""
     reach: dict[str, int] = {}
     for f in funnels:
         reach[f.project_id] = max(reach.get(f.project_id, 0), reach_us(f.definition))
-    since: dict[str, int] = {}
+    since: dict[PersonKey, int] = {}
     for e in fresh:
         if e.project_id in reach:
+            key = (e.project_id, e.person_id)
             bound = max(horizon_us, to_micros(e.timestamp) - reach[e.project_id])
-            since[e.project_id] = min(since.get(e.project_id, bound), bound)
+            since[key] = min(since.get(key, bound), bound)
     return since
 
 
-async def _histories(
-    session: AsyncSession, persons: Iterable[PersonKey], since_us: Mapping[str, int]
-) -> dict[PersonKey, list[PersonEvent]]:
-    """The stored events of these persons from their project's ``since_us`` on (none for
-    a project not in it: without funnels nothing is evaluated)."""
-    by_project: dict[str, set[str]] = defaultdict(set)
-    for project, person in persons:
-        if project in since_us:
-            by_project[project].add(person)
-    found: dict[PersonKey, list[PersonEvent]] = {}
-    for project, people in sorted(by_project.items()):
-        history = await repository.person_events(session, project, people, since_us[project])
-        found.update(((project, person), events) for person, events in history.items())
+@dataclass(frozen=True, slots=True)
+class Histories:
+    events: dict[PersonKey, list[PersonEvent]]  # stored before the batch, from ``since`` on
+    since: dict[PersonKey, int]
+
+
+async def _histories(session: AsyncSession, since_us: Mapping[PersonKey, int]) -> Histories:
+    """The stored events of these persons from (at least) their ``since_us`` on, and the
+    instant each person's were read from (their group's bound)."""
+    by_project: dict[str, dict[str, int]] = defaultdict(dict)
+    for (project, person), since in since_us.items():
+        by_project[project][person] = since
+    found = Histories({}, {})
+    for project, bounds in sorted(by_project.items()):
+        for since, people in bound_groups(bounds):
+            history = await repository.person_events(session, project, people, since)
+            found.events.update(((project, person), events) for person, events in history.items())
+            found.since.update(((project, person), since) for person in people)
     return found
 
 
 async def recompute(
     session: AsyncSession,
     funnels: Sequence[repository.ActiveFunnel],
-    before: Mapping[PersonKey, Sequence[PersonEvent]],
+    before: Histories,
     added: Mapping[PersonKey, Sequence[PersonEvent]],
-    horizon_us: int,
 ) -> set[tuple[str, str, str]]:
     """Re-evaluate the ``funnels`` of the persons with ``added`` events (stored by this
-    transaction, from ``horizon_us`` on) from those and the events stored ``before`` it;
-    return the (funnel, project, person) whose stored entries or touches changed.
+    transaction) from those and the events stored ``before`` it; return the (funnel,
+    project, person) whose stored entries or touches changed.
 
-    Per funnel, only from ``reach_us`` before the project's earliest added event: what
-    started earlier cannot change, so a person's long past costs nothing per batch (it once
-    made a person with 1,000 stored events 65 times slower per event than a new one). A
-    person with nothing stored from there on has no stored progress there to compare with.
+    Each person only from where their stored events were read: at most the longest
+    ``reach_us`` of the project's funnels before their earliest new event (persons whose
+    bounds are close share the lowest). What started earlier cannot change, so a person's
+    long past costs nothing per batch (it once made a person with 1,000 stored events 60
+    times slower per event than a new one), and one person's very late event does not send
+    the others of the batch back as far. A person with nothing stored from there on has no
+    stored progress there to compare with.
     """
     changed: set[tuple[str, str, str]] = set()
     by_project: dict[str, set[str]] = defaultdict(set)
@@ -191,22 +216,23 @@ async def recompute(
         mine = [f for f in funnels if f.project_id == project]
         if not mine:
             continue
-        earliest = min(e.ts for p in people for e in added[(project, p)])
         listening = await outbox.subscribed_types(session, project) & STEP_TYPES
         for funnel in mine:
-            since = max(horizon_us, earliest - reach_us(funnel.definition))
-            stored = {p: [e for e in before.get((project, p), ()) if e.ts >= since] for p in people}
             evaluator = Evaluator(funnel.definition)
-            progress = {
-                p: evaluator([*stored[p], *added[(project, p)]]) for p in people if funnel.covers(p)
-            }
-            first_seen = {p for p in people if not stored[p]}
-            replaced = await repository.replace_progress(
-                session, funnel.id, progress, since, _graces(funnel), first_seen
-            )
-            changed.update((funnel.id, project, person) for person in replaced.changed)
-            if listening:
-                await _announce(session, funnel, replaced.advances, listening)
+            groups: dict[int, list[str]] = defaultdict(list)
+            for p in sorted(people):
+                if funnel.covers(p):
+                    groups[before.since[(project, p)]].append(p)
+            for since, group in sorted(groups.items()):
+                stored = {p: before.events.get((project, p), []) for p in group}
+                progress = {p: evaluator([*stored[p], *added[(project, p)]]) for p in group}
+                first_seen = {p for p in group if not stored[p]}
+                replaced = await repository.replace_progress(
+                    session, funnel.id, progress, since, _graces(funnel), first_seen
+                )
+                changed.update((funnel.id, project, person) for person in replaced.changed)
+                if listening:
+                    await _announce(session, funnel, replaced.advances, listening)
     return changed
 
 

@@ -145,3 +145,12 @@ def test_touches_keep_step_events_with_a_breakdown_value():
     f = funnel("a", "b", breakdowns=["channel"])
     progress = evaluate(f, [ev("a", 0), ev("b", 1, channel=0), ev("x", 2, channel="z")])
     assert [(t.ts, dict(t.values)) for t in progress.touches] == [(1 * US, {"channel": "0"})]
+
+
+def test_persons_with_close_bounds_share_the_lowest():
+    from services.aggregator.processor import GROUP_SLACK_US, bound_groups
+
+    hour = GROUP_SLACK_US
+    bounds = {"a": 5 * hour, "b": 5 * hour + hour // 2, "c": 9 * hour, "d": 0, "e": 6 * hour}
+    # e is within the slack of the group's lowest (a's), c is not.
+    assert bound_groups(bounds) == [(0, ["d"]), (5 * hour, ["a", "b", "e"]), (9 * hour, ["c"])]
