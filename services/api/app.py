@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,6 +24,8 @@ class ApiState:
     settings: ApiSettings
     sessions: async_sessionmaker[AsyncSession]
     reports: ReportCache
+    # Persons per project (a backfill's total) and when they were counted (monotonic s).
+    persons: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def create_app(

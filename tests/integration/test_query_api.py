@@ -143,6 +143,24 @@ async def test_report_counts_persons_per_step(api, sessions):
     assert body["backfill"]["done"] is True
 
 
+async def test_report_shows_backfill_progress_with_a_kept_total(api, sessions):
+    processor = Processor(sessions, "backfill-progress", horizon_us=lambda: 0)
+    history = [canonical(p, "visit", T0) for p in ("p", "q", "r")]
+    await processor.apply(records(history, partition=next(_partitions)), {})
+    funnel_id = (await api.post("/v1/funnels", json=FUNNEL)).json()["id"]
+    await processor.backfill_step(1)
+    body = (await api.get(f"/v1/funnels/{funnel_id}/report", params=RANGE)).json()
+    assert body["backfill"] == {"done": False, "persons_done": 1, "persons_total": 3}
+    # A new person: the total is counted again only after PERSONS_TTL_S (it reads every event).
+    await processor.apply(records([canonical("s", "visit", T0)], partition=next(_partitions)), {})
+    body = (await api.get(f"/v1/funnels/{funnel_id}/report", params=RANGE)).json()
+    assert body["backfill"]["persons_total"] == 3
+    while await processor.backfill_step(1):
+        pass
+    body = (await api.get(f"/v1/funnels/{funnel_id}/report", params=RANGE)).json()
+    assert body["backfill"] == {"done": True, "persons_done": 4, "persons_total": None}
+
+
 async def test_report_breakdown_by_first_touch(api, sessions):
     funnel_id = (await api.post("/v1/funnels", json={**FUNNEL, "breakdowns": ["channel"]})).json()[
         "id"
