@@ -1,4 +1,4 @@
-"""python -m bench [ingest|aggregator|report ...] [--quick]"""
+"""python -m bench [ingest|aggregator|histories|webhooks|reports ...] [--quick]"""
 
 from __future__ import annotations
 
