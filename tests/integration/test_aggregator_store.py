@@ -205,16 +205,17 @@ async def test_a_batch_re_evaluates_as_far_back_as_its_events_can_reach(sessions
 
 async def test_persons_of_one_batch_are_re_evaluated_from_their_own_bounds(sessions, processor):
     """A very late event re-evaluates its own person from far back, not the batch's others:
-    persons whose bounds differ by more than an hour are handled as separate groups."""
+    persons whose bounds differ by more than a day are handled as separate groups."""
     funnel_id = await new_funnel(sessions, "a", "b", window_seconds=60)
     await finish_backfill(processor)
-    await processor.apply(records([canonical("p", "a", T0), canonical("q", "a", T0 + 10_000)]), {})
-    # Hours apart: p's event is late (its entry started at T0), q's is live.
-    late_and_live = [canonical("p", "b", T0 + 30), canonical("q", "b", T0 + 10_030)]
+    later = T0 + 3 * 86_400
+    await processor.apply(records([canonical("p", "a", T0), canonical("q", "a", later)]), {})
+    # Days apart: p's event is late (its entry started at T0), q's is live.
+    late_and_live = [canonical("p", "b", T0 + 30), canonical("q", "b", later + 30)]
     await processor.apply(records(late_and_live, first_offset=2), {(EVENTS_TOPIC, 0): 2})
     assert await reached(sessions, funnel_id) == {"p": [2], "q": [2]}
     # q again, live, with p's late entry left alone and q's first entry kept.
-    again = [canonical("q", "a", T0 + 20_000), canonical("q", "b", T0 + 20_010)]
+    again = [canonical("q", "a", later + 10_000), canonical("q", "b", later + 10_010)]
     await processor.apply(records(again, first_offset=4), {(EVENTS_TOPIC, 0): 4})
     assert await reached(sessions, funnel_id) == {"p": [2], "q": [2, 2]}
 

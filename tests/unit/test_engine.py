@@ -150,7 +150,7 @@ def test_touches_keep_step_events_with_a_breakdown_value():
 def test_persons_with_close_bounds_share_the_lowest():
     from services.aggregator.processor import GROUP_SLACK_US, bound_groups
 
-    hour = GROUP_SLACK_US
-    bounds = {"a": 5 * hour, "b": 5 * hour + hour // 2, "c": 9 * hour, "d": 0, "e": 6 * hour}
+    slack = GROUP_SLACK_US
+    bounds = {"a": 5 * slack, "b": 5 * slack + slack // 2, "c": 9 * slack, "d": 0, "e": 6 * slack}
     # e is within the slack of the group's lowest (a's), c is not.
-    assert bound_groups(bounds) == [(0, ["d"]), (5 * hour, ["a", "b", "e"]), (9 * hour, ["c"])]
+    assert bound_groups(bounds) == [(0, ["d"]), (5 * slack, ["a", "b", "e"]), (9 * slack, ["c"])]
