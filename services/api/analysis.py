@@ -13,8 +13,7 @@ from services.api.report import (
     FunnelReport,
     StepReport,
     Window,
-    counted_entries,
-    step_reports,
+    funnel_report,
 )
 from shared.events import to_micros
 from shared.funnel import CountMode, Entry, FunnelDefinition, entry_value
@@ -81,8 +80,7 @@ def cohort_reports_in_python(
             person: [e for e in entries if w.start <= e.t0 < w.end]
             for person, entries in entries_by_person.items()
         }
-        kept = {p: es for p, es in selected.items() if es}
-        reports.append(FunnelReport(step_reports(definition, counted_entries(kept, count), w.now)))
+        reports.append(funnel_report(definition, selected, w, count))
     return reports
 
 

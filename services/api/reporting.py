@@ -1,6 +1,8 @@
-"""Computing a funnel report from stored progress, and how long its answer stays exact.
+"""Computing reports from stored progress, and how long a report's answer stays exact.
 
-Shared by the report endpoint (with its cache) and the Prometheus gauges' refresher.
+On PostgreSQL inside the database; on SQLite from the range's entries in Python, off the
+event loop. Used by the report, chart, plan, diagnosis, trends and forecast endpoints and by
+the Prometheus gauges' refresher.
 """
 
 from __future__ import annotations
