@@ -24,7 +24,6 @@ from shared.funnel import US, definition_from_doc
 from shared.keys import now_us
 
 log = logging.getLogger(__name__)
-DAY_US = 86_400 * US
 LABELS = ["project", "funnel", "step"]
 
 STEP_PERSONS = Gauge("funnel_step_persons", "Persons who reached the step.", LABELS)
@@ -70,7 +69,8 @@ async def refresh_gauges(
     first instant at which an entry closes its window or leaves the range.
     """
     now = now_us()
-    window = Window(now - range_days * 86_400 * US, now, now)
+    range_us = range_days * 86_400 * US
+    window = Window(now - range_us, now, now)
     kept = {} if kept is None else kept
     seen: set[tuple[str, ...]] = set()
     with REFRESH_SECONDS.time():
@@ -83,7 +83,7 @@ async def refresh_gauges(
                 basis = (row.version, row.backfill_done, row.backfill_persons, stamp)
                 found = kept.get(row.id)
                 if found is None or found.basis != basis or now >= found.until_us:
-                    found = await _compute(session, row, window, basis, range_days * DAY_US)
+                    found = await _compute(session, row, window, basis, range_us)
                     kept[row.id] = found
                 first = found.steps[0][1]
                 for name, persons, in_progress in found.steps:

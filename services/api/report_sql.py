@@ -88,10 +88,14 @@ def _measures(definition: FunnelDefinition) -> str:
             f"CASE WHEN reached > {k} THEN (st->>{k})::bigint - (st->>{k - 1})::bigint END AS d{k}"
         )
     if definition.value_property is not None:
-        for k in range(len(definition.steps)):
-            raw = f"(CASE WHEN reached > {k} THEN sv->:value_property->>{k} END)"
-            columns.append(f"CASE WHEN {raw} ~ :number THEN {raw}::float8 END AS x{k}")
+        columns.extend(f"{_number_at(k)} AS x{k}" for k in range(len(definition.steps)))
     return "".join(f", {c}" for c in columns)
+
+
+def _number_at(k: int) -> str:
+    """Step k+1's value of the value property (0-based k) when reached and a number."""
+    raw = f"(CASE WHEN reached > {k} THEN sv->:value_property->>{k} END)"
+    return f"CASE WHEN {raw} ~ :number THEN {raw}::float8 END"
 
 
 def _aggregates(definition: FunnelDefinition) -> str:
@@ -223,11 +227,7 @@ def pipeline_query(definition: FunnelDefinition, count: CountMode) -> str:
     values (each entry's latest numeric value along its steps, as ``entry_value``)."""
     value = "NULL::float8"
     if definition.value_property is not None:
-        latest = [
-            f"CASE WHEN reached > {k} AND (sv->:value_property->>{k}) ~ :number"
-            f" THEN (sv->:value_property->>{k})::float8 END"
-            for k in reversed(range(len(definition.steps)))
-        ]
+        latest = (_number_at(k) for k in reversed(range(len(definition.steps))))
         value = f"COALESCE({', '.join(latest)})"
     return f"""
     WITH {_counted(count)}
