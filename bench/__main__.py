@@ -1,15 +1,16 @@
-"""python -m bench [ingest|aggregator|histories|webhooks|reports ...] [--quick]"""
+"""python -m bench [ingest|aggregator|histories|traffic|webhooks|reports ...] [--quick]"""
 
 from __future__ import annotations
 
 import sys
 
-from bench import aggregator, histories, ingest, reports, webhooks
+from bench import aggregator, histories, ingest, reports, traffic, webhooks
 
 SUITES = {
     "ingest": ingest.main,
     "aggregator": aggregator.main,
     "histories": histories.main,
+    "traffic": traffic.main,
     "webhooks": webhooks.main,
     "reports": reports.main,
 }

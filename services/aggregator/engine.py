@@ -89,6 +89,7 @@ class Evaluator:
             (unnamed if m.event is None else named.setdefault(m.event, [])).append((k, m))
         self._candidates = {name: tuple(sorted(found + unnamed)) for name, found in named.items()}
         self._unnamed = tuple(unnamed)
+        self._exclusions = definition.exclusions
         self._tracked = definition.tracked_properties  # the breakdowns among them
         self._open_entry = {"ordered": _ordered_entry, "strict": _strict_entry, "any": _any_entry}[
             definition.order
@@ -112,15 +113,36 @@ class Evaluator:
         timers = _timers(definition, ordered, entries) if definition.remarketing else ()
         return PersonProgress(tuple(entries), _touches(definition, ordered, texts), timers)
 
+    def concerns(
+        self, name: str, properties: Mapping[str, Any], context: Mapping[str, Any]
+    ) -> bool:
+        """Whether this event can change anything a person's progress holds.
+
+        In ``strict`` order every event can (any event between two steps ends an entry).
+        Otherwise only one that matches a step or an exclusion: every rule passes over an
+        event matching neither, and it sorts after the matching events of its instant, so
+        the touches' sequence numbers stay as they were too. A person's new events that all
+        match nothing leave their stored entries, touches and timers exactly right.
+        """
+        if self.definition.order == "strict" or self._steps(name, properties, context):
+            return True
+        return any(x.matcher.matches(name, properties, context) for x in self._exclusions)
+
+    def _steps(
+        self, name: str, properties: Mapping[str, Any], context: Mapping[str, Any]
+    ) -> frozenset[int]:
+        """The (0-based) steps an event matches."""
+        return frozenset(
+            k
+            for k, matcher in self._candidates.get(name, self._unnamed)
+            if not matcher.conditions or matcher.matches(name, properties, context)
+        )
+
     def _order(self, events: Iterable[PersonEvent]) -> _Ordered:
         unique = {e.event_id: e for e in events}.values()
         tagged = []
         for e in unique:
-            matched = frozenset(
-                k
-                for k, matcher in self._candidates.get(e.name, self._unnamed)
-                if not matcher.conditions or matcher.matches(e.name, e.properties, e.context)
-            )
+            matched = self._steps(e.name, e.properties, e.context)
             tagged.append((e.ts, min(matched, default=NO_STEP), e.event_id, e, matched))
         tagged.sort(key=lambda t: (t[0], t[1], t[2]))
         return _Ordered(tuple(t[3] for t in tagged), tuple(t[4] for t in tagged))

@@ -65,13 +65,16 @@ class Processor:
                     partitions[(event.project_id, event.person_id)].add((r.topic, r.partition))
             projects = {project for project, _ in partitions}
             funnels = await repository.active_funnels(session, projects) if projects else []
+            evaluators = {f.id: Evaluator(f.definition) for f in funnels}
             # Read before writing: what the batch adds is in hand already, and a person seen
             # for the first time costs one empty index probe instead of reading rows back.
-            # Only as far back as the batch's events can change anything (see reach_us).
-            before = await _histories(session, _read_since(fresh, funnels, horizon))
+            # Only as far back as the batch's events can change anything (see reach_us), and
+            # only for persons with an event that concerns some funnel.
+            since = _read_since(fresh, funnels, evaluators, horizon)
+            before = await _histories(session, since)
             added = await repository.store_events(session, fresh)
             stored = sum(len(new) for new in added.values())
-            changed = await recompute(session, funnels, before, added)
+            changed = await recompute(session, funnels, evaluators, before, added)
             await repository.count_changes(
                 session,
                 {
@@ -156,16 +159,21 @@ def bound_groups(bounds: Mapping[str, int]) -> list[tuple[int, list[str]]]:
 
 
 def _read_since(
-    fresh: Iterable[CanonicalEvent], funnels: Iterable[repository.ActiveFunnel], horizon_us: int
+    fresh: Iterable[CanonicalEvent],
+    funnels: Sequence[repository.ActiveFunnel],
+    evaluators: Mapping[str, Evaluator],
+    horizon_us: int,
 ) -> dict[PersonKey, int]:
-    """Per person of a project with funnels: the earliest stored event any of them may need
-    to re-evaluate the person (see ``recompute``)."""
+    """Per person with an event that concerns a funnel of their project: the earliest stored
+    event any of the project's funnels may need to re-evaluate the person (see ``recompute``)."""
     reach: dict[str, int] = {}
+    mine: dict[str, list[Evaluator]] = defaultdict(list)
     for f in funnels:
         reach[f.project_id] = max(reach.get(f.project_id, 0), reach_us(f.definition))
+        mine[f.project_id].append(evaluators[f.id])
     since: dict[PersonKey, int] = {}
     for e in fresh:
-        if e.project_id in reach:
+        if any(v.concerns(e.event, e.properties, e.context) for v in mine.get(e.project_id, ())):
             key = (e.project_id, e.person_id)
             bound = max(horizon_us, to_micros(e.timestamp) - reach[e.project_id])
             since[key] = min(since.get(key, bound), bound)
@@ -196,12 +204,14 @@ async def _histories(session: AsyncSession, since_us: Mapping[PersonKey, int]) -
 async def recompute(
     session: AsyncSession,
     funnels: Sequence[repository.ActiveFunnel],
+    evaluators: Mapping[str, Evaluator],
     before: Histories,
     added: Mapping[PersonKey, Sequence[PersonEvent]],
 ) -> set[tuple[str, str, str]]:
     """Re-evaluate the ``funnels`` of the persons with ``added`` events (stored by this
-    transaction) from those and the events stored ``before`` it; return the (funnel,
-    project, person) whose stored entries or touches changed.
+    transaction) that concern them (see ``Evaluator.concerns``) from those and the events
+    stored ``before`` it; return the (funnel, project, person) whose stored entries or
+    touches changed.
 
     Each person only from where their stored events were read: at most the longest
     ``reach_us`` of the project's funnels before their earliest new event (persons whose
@@ -221,10 +231,12 @@ async def recompute(
             continue
         listening = await outbox.subscribed_types(session, project) & STEP_TYPES
         for funnel in mine:
-            evaluator = Evaluator(funnel.definition)
+            evaluator = evaluators[funnel.id]
             groups: dict[int, list[str]] = defaultdict(list)
             for p in sorted(people):
-                if funnel.covers(p):
+                if funnel.covers(p) and any(
+                    evaluator.concerns(e.name, e.properties, e.context) for e in added[(project, p)]
+                ):
                     groups[before.since[(project, p)]].append(p)
             for since, group in sorted(groups.items()):
                 stored = {p: before.events.get((project, p), []) for p in group}

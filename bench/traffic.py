@@ -1,0 +1,76 @@
+"""Aggregator cost per event when most of the traffic belongs to no funnel.
+
+A site sends page views, scrolls and clicks that no funnel step names beside the few events
+its funnels are made of. Such an event is stored (a funnel defined later is backfilled from
+it) but concerns no funnel of ordered or any-order mode, so no person is re-evaluated for it.
+Batches of 500 live events for 2,000 persons (3 funnels of 5 steps) are applied by a real
+``Processor`` on PostgreSQL: once with every event a funnel step, once with 3 events in 4
+named outside every funnel; the rates are of all events applied, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from bench.aggregator import _prepare
+from bench.common import record
+from services.aggregator.processor import Processor
+from shared.db import create_engine, sessionmaker
+from tests.databases import migrated
+from tests.helpers import canonical, records
+from tests.workload import CHANNELS, NAMES
+
+START_S = 1_767_225_600
+OTHER = ("page_view", "scroll", "click", "search")
+
+
+async def _rate(
+    processor: Processor, prefix: str, share: float, batches: int, partition: int
+) -> float:
+    rng = random.Random(3)
+    persons = [f"{prefix}{i:05d}" for i in range(2_000)]
+    expected: dict = {}
+    offset, elapsed = 0, 0.0
+    for _ in range(batches):
+        events = [
+            canonical(
+                rng.choice(persons),
+                rng.choice(NAMES) if rng.random() < share else rng.choice(OTHER),
+                START_S + (offset + i) / 10,
+                event_id=f"{prefix}-{offset + i}",
+                project="bench",
+                channel=rng.choice(CHANNELS),
+                amount=rng.randrange(100),
+            )
+            for i in range(500)
+        ]
+        started = time.perf_counter()
+        expected.update(await processor.apply(records(events, partition, offset), expected))
+        elapsed += time.perf_counter() - started
+        offset += 500
+    return batches * 500 / elapsed
+
+
+async def _run(url: str, batches: int) -> dict[str, float]:
+    await _prepare(url)
+    engine = create_engine(url)
+    processor = Processor(sessionmaker(engine), "bench-traffic", horizon_us=lambda: 0)
+    funnel_only = await _rate(processor, "f", 1.0, batches, partition=0)
+    mixed = await _rate(processor, "m", 0.25, batches, partition=1)
+    await engine.dispose()
+    return {
+        "every event a funnel step: events/s applied": funnel_only,
+        "1 event in 4 a funnel step: events/s applied": mixed,
+        "ratio, mixed traffic to funnel events only": mixed / funnel_only,
+    }
+
+
+def main(quick: bool = False) -> None:
+    batches = 10 if quick else 40
+    with migrated("postgresql", Path(tempfile.mkdtemp(prefix="bench-traffic-"))) as url:
+        figures = asyncio.run(_run(url, batches))
+    record("aggregator, traffic mostly outside funnels (3 funnels x 5 steps)", figures)
