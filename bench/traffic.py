@@ -59,6 +59,8 @@ async def _run(url: str, batches: int) -> dict[str, float]:
     await _prepare(url)
     engine = create_engine(url)
     processor = Processor(sessionmaker(engine), "bench-traffic", horizon_us=lambda: 0)
+    while await processor.backfill_step(100):  # nothing stored yet: marks the funnels live
+        pass
     funnel_only = await _rate(processor, "f", 1.0, batches, partition=0)
     mixed = await _rate(processor, "m", 0.25, batches, partition=1)
     await engine.dispose()
