@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics, outbox, repository
-from services.aggregator.engine import Evaluator, PersonEvent, reach_us
+from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress, reach_us
+from services.aggregator.known import FunnelKey, Known, KnownPersons
 from services.aggregator.repository import PersonKey
 from services.aggregator.source import Partition, SourceRecord
 from shared.events import CanonicalEvent, WireError, format_time, from_micros, to_micros
@@ -33,12 +34,17 @@ class Processor:
         sessions: async_sessionmaker[AsyncSession],
         group_id: str,
         horizon_us: Callable[[], int],
+        known_persons: int = 20_000,
     ) -> None:
         self._sessions = sessions
         self._group_id = group_id
         self._horizon_us = horizon_us
+        self.known = KnownPersons(known_persons)
 
     async def load_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """The stored offsets of newly assigned partitions. What this process knew of its
+        persons is forgotten: while the partitions were elsewhere, others wrote them."""
+        self.known.clear()
         async with self._sessions() as session:
             return await repository.load_offsets(session, self._group_id, partitions)
 
@@ -47,9 +53,32 @@ class Processor:
     ) -> dict[Partition, int]:
         """Apply a batch; return each partition's new next offset (now committed)."""
         started = time.perf_counter()
-        horizon = self._horizon_us()
         moves: dict[Partition, tuple[int | None, int]] = {}
         outcomes: dict[str, int] = defaultdict(int)
+        try:
+            done = await self._transaction(records, expected, moves, outcomes)
+        except BaseException:
+            self.known.clear()  # what the failed transaction would have written is unknown
+            raise
+        _remember(self.known, done)
+        stored = sum(len(new) for new in done.added.values())
+        outcomes["stored"] += stored
+        outcomes["duplicate"] += len(done.fresh) - stored
+        for outcome, n in outcomes.items():
+            metrics.EVENTS.labels(outcome).inc(n)
+        if done.fresh:
+            metrics.LAST_EVENT_TIME.set(max(e.timestamp for e in done.fresh).timestamp())
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        return {p: new for p, (_, new) in moves.items()}
+
+    async def _transaction(
+        self,
+        records: Sequence[SourceRecord],
+        expected: dict[Partition, int | None],
+        moves: dict[Partition, tuple[int | None, int]],
+        outcomes: dict[str, int],
+    ) -> Applied:
+        horizon = self._horizon_us()
         async with self._sessions.begin() as session:
             fresh: list[CanonicalEvent] = []
             partitions: dict[PersonKey, set[Partition]] = defaultdict(set)
@@ -69,12 +98,12 @@ class Processor:
             # Read before writing: what the batch adds is in hand already, and a person seen
             # for the first time costs one empty index probe instead of reading rows back.
             # Only as far back as the batch's events can change anything (see reach_us), and
-            # only for persons with an event that concerns some funnel.
+            # only for persons with an event that concerns some funnel; persons this process
+            # knows (see known.py) are not read at all.
             since = _read_since(fresh, funnels, evaluators, horizon)
-            before = await _histories(session, since)
+            before = await _histories(session, since, self.known)
             added = await repository.store_events(session, fresh)
-            stored = sum(len(new) for new in added.values())
-            changed = await recompute(session, funnels, evaluators, before, added)
+            changed, evaluated = await recompute(session, funnels, evaluators, before, added)
             await repository.count_changes(
                 session,
                 {
@@ -84,14 +113,7 @@ class Processor:
                 },
             )
             await repository.advance_offsets(session, self._group_id, moves)
-        outcomes["stored"] += stored
-        outcomes["duplicate"] += len(fresh) - stored
-        for outcome, n in outcomes.items():
-            metrics.EVENTS.labels(outcome).inc(n)
-        if fresh:
-            metrics.LAST_EVENT_TIME.set(max(e.timestamp for e in fresh).timestamp())
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        return {p: new for p, (_, new) in moves.items()}
+        return Applied(fresh, before, added, evaluated)
 
     async def _decode(self, session: AsyncSession, r: SourceRecord) -> CanonicalEvent | None:
         try:
@@ -184,21 +206,67 @@ def _read_since(
 class Histories:
     events: dict[PersonKey, list[PersonEvent]]  # stored before the batch, from ``since`` on
     since: dict[PersonKey, int]
+    known: dict[PersonKey, Known]  # persons whose events came from what this process knew
 
 
-async def _histories(session: AsyncSession, since_us: Mapping[PersonKey, int]) -> Histories:
+async def _histories(
+    session: AsyncSession, since_us: Mapping[PersonKey, int], known: KnownPersons
+) -> Histories:
     """The stored events of these persons from (at least) their ``since_us`` on, and the
-    instant each person's were read from (their group's bound)."""
+    instant each person's were read from (their group's bound): from ``known`` when it
+    holds them from there on, else from the database."""
     by_project: dict[str, dict[str, int]] = defaultdict(dict)
     for (project, person), since in since_us.items():
         by_project[project][person] = since
-    found = Histories({}, {})
+    found = Histories({}, {}, {})
     for project, bounds in sorted(by_project.items()):
         for since, people in bound_groups(bounds):
-            history = await repository.person_events(session, project, people, since)
-            found.events.update(((project, person), events) for person, events in history.items())
-            found.since.update(((project, person), since) for person in people)
+            unknown = []
+            for person in people:
+                key = (project, person)
+                found.since[key] = since
+                held = known.get(key, since)
+                if held is None:
+                    unknown.append(person)
+                else:
+                    found.known[key] = held
+                    found.events[key] = [e for e in held.events if e.ts >= since]
+            if unknown:
+                history = await repository.person_events(session, project, unknown, since)
+                found.events.update(((project, p), events) for p, events in history.items())
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A committed batch: what it read, stored and evaluated."""
+
+    fresh: list[CanonicalEvent]
+    before: Histories
+    added: dict[PersonKey, list[PersonEvent]]
+    evaluated: dict[PersonKey, dict[FunnelKey, PersonProgress]]
+
+
+def _remember(known: KnownPersons, done: Applied) -> None:
+    """After the commit: each person read by the batch is known from their read bound on,
+    with the progress just stored for the funnels evaluated, and what was known for the
+    others that still holds from there on. A known person's events that were not read
+    (they concern no funnel) are added to what is known of them."""
+    for key, since in done.before.since.items():
+        held = known.peek(key)
+        progress: dict[FunnelKey, PersonProgress] = {}
+        if held is not None:
+            for funnel in held.progress:
+                kept = held.progress_from(funnel, since)
+                if kept is not None:
+                    progress[funnel] = kept
+        progress.update(done.evaluated.get(key, {}))
+        events = [*done.before.events.get(key, ()), *done.added.get(key, ())]
+        known.put(key, Known(since, events, progress))
+    for key, new in done.added.items():
+        if key not in done.before.since and (held := known.peek(key)) is not None:
+            held.events.extend(new)
+            known.put(key, held)
 
 
 async def recompute(
@@ -207,11 +275,11 @@ async def recompute(
     evaluators: Mapping[str, Evaluator],
     before: Histories,
     added: Mapping[PersonKey, Sequence[PersonEvent]],
-) -> set[tuple[str, str, str]]:
+) -> tuple[set[tuple[str, str, str]], dict[PersonKey, dict[FunnelKey, PersonProgress]]]:
     """Re-evaluate the ``funnels`` of the persons with ``added`` events (stored by this
     transaction) that concern them (see ``Evaluator.concerns``) from those and the events
     stored ``before`` it; return the (funnel, project, person) whose stored entries or
-    touches changed.
+    touches changed, and the progress each person now has stored per funnel evaluated.
 
     Each person only from where their stored events were read: at most the longest
     ``reach_us`` of the project's funnels before their earliest new event (persons whose
@@ -222,6 +290,7 @@ async def recompute(
     stored progress there to compare with.
     """
     changed: set[tuple[str, str, str]] = set()
+    evaluated: dict[PersonKey, dict[FunnelKey, PersonProgress]] = defaultdict(dict)
     by_project: dict[str, set[str]] = defaultdict(set)
     for project, person in added:
         by_project[project].add(person)
@@ -242,13 +311,21 @@ async def recompute(
                 stored = {p: before.events.get((project, p), []) for p in group}
                 progress = {p: evaluator([*stored[p], *added[(project, p)]]) for p in group}
                 first_seen = {p for p in group if not stored[p]}
+                held = {}
+                for p in group:
+                    if (known := before.known.get((project, p))) is not None:
+                        found = known.progress_from(funnel.key, since)
+                        if found is not None:
+                            held[p] = found
                 replaced = await repository.replace_progress(
-                    session, funnel.id, progress, since, _graces(funnel), first_seen
+                    session, funnel.id, progress, since, _graces(funnel), first_seen, held
                 )
                 changed.update((funnel.id, project, person) for person in replaced.changed)
+                for p, found in progress.items():
+                    evaluated[(project, p)][funnel.key] = found
                 if listening:
                     await _announce(session, funnel, replaced.advances, listening)
-    return changed
+    return changed, evaluated
 
 
 STEP_TYPES = {"funnel.step_reached", "funnel.converted"}

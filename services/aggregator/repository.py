@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.aggregator.engine import PersonEvent, PersonProgress
 from shared.db import asyncpg_connection, bulk_insert, insert_ignoring, is_postgres
 from shared.events import CanonicalEvent, to_micros
-from shared.funnel import Entry, FunnelDefinition, definition_from_doc
+from shared.funnel import Entry, FunnelDefinition, Touch, definition_from_doc
 from shared.keys import now_us
 from shared.tables import (
     consumer_offsets,
@@ -43,6 +43,12 @@ class ActiveFunnel:
     definition: FunnelDefinition
     backfill_cursor: str | None
     backfill_done: bool
+    version: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identifies the funnel's stored progress: a redefinition starts it afresh."""
+        return (self.id, self.version)
 
     def covers(self, person_id: str) -> bool:
         """Whether this person's progress is kept live (backfill has passed them)."""
@@ -175,6 +181,7 @@ _FUNNEL_COLUMNS = (
     funnels.c.definition,
     funnels.c.backfill_cursor,
     funnels.c.backfill_done,
+    funnels.c.version,
 )
 
 
@@ -207,6 +214,7 @@ def _funnel(r: Any) -> ActiveFunnel:
         definition_from_doc(r.definition),
         r.backfill_cursor,
         r.backfill_done,
+        r.version,
     )
 
 
@@ -239,6 +247,7 @@ async def replace_progress(
     since_us: int,
     grace_s: Mapping[str, int] | None = None,
     first_seen: AbstractSet[str] = frozenset(),
+    held: Mapping[str, PersonProgress] | None = None,
 ) -> Replaced:
     """Make these persons' stored entries (t0 >= since), touches and pending re-marketing
     timers equal to ``progress``; return the entries that advanced and the persons whose
@@ -248,14 +257,17 @@ async def replace_progress(
     entry and adds one touch, however long their history. ``grace_s`` maps each
     re-marketing rule of the funnel to its grace period. Persons in ``first_seen`` have no
     stored event from ``since`` on other than those of this transaction, hence no stored
-    progress either: their rows are written without looking for stored ones.
+    progress either: their rows are written without looking for stored ones. For persons in
+    ``held``, it is what is stored for them from ``since`` on (see known.py): compared
+    without reading, and the rows that differ deleted by their keys.
     """
-    known = sorted(p for p in progress if p not in first_seen)
-    stored_entries, stored_touches = await _stored(session, funnel_id, known, since_us)
-    entries = [(_entry_key(person, e), e) for person in known for e in progress[person].entries]
+    held = held or {}
+    unknown = sorted(p for p in progress if p not in first_seen and p not in held)
+    stored_entries, stored_touches = await _stored(session, funnel_id, unknown, since_us)
+    entries = [(_entry_key(person, e), e) for person in unknown for e in progress[person].entries]
     touches = [
         ((person, t.ts, t.seq, _canonical(dict(t.values))), t)
-        for person in known
+        for person in unknown
         for t in progress[person].touches
     ]
     before = _reached_before(stored_entries)
@@ -264,11 +276,28 @@ async def replace_progress(
     for person in sorted(first_seen & progress.keys()):
         new_entries.extend((person, e) for e in progress[person].entries)
         new_touches.extend((person, t) for t in progress[person].touches)
-    changed = {person for person, _ in new_entries} | {person for person, _ in new_touches}
-    changed |= {k[0] for k, ids in stored_entries.items() if ids}
+    changed = {k[0] for k, ids in stored_entries.items() if ids}
     changed |= {k[0] for k, ids in stored_touches.items() if ids}
+    stale = Stale()
+    for person in sorted(p for p in progress if p in held and p not in first_seen):
+        was, now = held[person], progress[person]
+        for e in was.entries:
+            if not e.disqualified:
+                before[(person, e.t0)] = max(before.get((person, e.t0), 0), e.reached)
+        for t0, stored, fresh in _entry_changes(was.entries, now.entries):
+            if stored:
+                stale.entries.append({"person": person, "t0": t0})
+            new_entries.extend((person, e) for e in fresh)
+        for (ts, seq), stored, touch in _touch_changes(was.touches, now.touches):
+            if stored:
+                stale.touches.append({"person": person, "ts": ts, "seq": seq})
+            if touch is not None:
+                new_touches.append((person, touch))
+    changed |= {person for person, _ in new_entries} | {person for person, _ in new_touches}
+    changed |= {row["person"] for row in [*stale.entries, *stale.touches]}
     await _delete_ids(session, funnel_entries, [i for ids in stored_entries.values() for i in ids])
     await _delete_ids(session, funnel_touches, [i for ids in stored_touches.values() for i in ids])
+    await stale.delete(session, funnel_id)
     await bulk_insert(
         session,
         funnel_entries,
@@ -285,6 +314,7 @@ async def replace_progress(
         [(funnel_id, person, t.ts, t.seq, t.values) for person, t in new_touches],
     )
     if grace_s:
+        known = sorted(p for p in progress if p not in first_seen)
         await _replace_timers(session, funnel_id, progress, known, since_us, grace_s)
     advances = [
         Advance(person, e, before.get((person, e.t0), 0))
@@ -292,6 +322,80 @@ async def replace_progress(
         if not e.disqualified and e.reached > before.get((person, e.t0), 0)
     ]
     return Replaced(advances, changed)
+
+
+def _entry_changes(
+    was: Sequence[Entry], now: Sequence[Entry]
+) -> list[tuple[int, bool, list[Entry]]]:
+    """Per start instant whose entries differ: that instant, whether it has stored entries
+    (all of them are replaced; two entries rarely start at the same instant) and the
+    entries it now has."""
+    old: dict[int, list[Entry]] = defaultdict(list)
+    new: dict[int, list[Entry]] = defaultdict(list)
+    for e in was:
+        old[e.t0].append(e)
+    for e in now:
+        new[e.t0].append(e)
+    return [
+        (t0, t0 in old, new.get(t0, []))
+        for t0 in sorted(old.keys() | new.keys())
+        if not _same_entries(old.get(t0, []), new.get(t0, []))
+    ]
+
+
+def _same_entries(a: list[Entry], b: list[Entry]) -> bool:
+    if len(a) != len(b):
+        return False
+    rest = list(b)
+    for e in a:
+        if e not in rest:
+            return False
+        rest.remove(e)
+    return True
+
+
+def _touch_changes(
+    was: Sequence[Touch], now: Sequence[Touch]
+) -> list[tuple[tuple[int, int], bool, Touch | None]]:
+    """Touches that differ, by instant and sequence number (unique per person): whether one
+    is stored there, and what is to be stored there now."""
+    old = {(t.ts, t.seq): t for t in was}
+    new = {(t.ts, t.seq): t for t in now}
+    return [
+        (k, k in old, new.get(k))
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    ]
+
+
+@dataclass(slots=True)
+class Stale:
+    """Stored rows to delete by key: entries by start instant, touches by instant and seq."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    touches: list[dict[str, Any]] = field(default_factory=list)
+
+    async def delete(self, session: AsyncSession, funnel_id: str) -> None:
+        e, t = funnel_entries.c, funnel_touches.c
+        if self.entries:
+            await session.execute(
+                delete(funnel_entries).where(
+                    e.funnel_id == funnel_id,
+                    e.person_id == bindparam("person"),
+                    e.t0_us == bindparam("t0"),
+                ),
+                self.entries,
+            )
+        if self.touches:
+            await session.execute(
+                delete(funnel_touches).where(
+                    t.funnel_id == funnel_id,
+                    t.person_id == bindparam("person"),
+                    t.ts_us == bindparam("ts"),
+                    t.seq == bindparam("seq"),
+                ),
+                self.touches,
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
         sessionmaker(engine),
         settings.group_id,
         lambda: retention_horizon(settings.retention_days),
+        known_persons=settings.known_persons,
     )
     loop = asyncio.get_running_loop()
 

@@ -117,6 +117,54 @@ async def test_a_consumer_with_stale_offsets_cannot_commit(sessions, processor):
     assert await reached(sessions, funnel_id) == {"p": [1]}
 
 
+async def test_what_a_consumer_knows_of_its_persons_is_dropped_on_assignment(sessions, processor):
+    """A consumer keeps its persons' stored state in memory (known.py); while its partition
+    was elsewhere, another consumer wrote them, so taking it back must forget that state."""
+    funnel_id = await new_funnel(sessions, "a", "b", "c", window_seconds=3600)
+    await finish_backfill(processor)
+    other = Processor(sessions, GROUP, horizon_us=lambda: 0)
+    partition = (EVENTS_TOPIC, 0)
+    await processor.apply(records([canonical("p", "a", T0)]), {})
+    assert processor.known.peek(("proj", "p")) is not None
+    await other.load_offsets([partition])
+    await other.apply(records([canonical("p", "b", T0 + 5)], first_offset=1), {partition: 1})
+    assert await processor.load_offsets([partition]) == {partition: 2}
+    await processor.apply(records([canonical("p", "c", T0 + 10)], first_offset=2), {partition: 2})
+    assert await reached(sessions, funnel_id) == {"p": [3]}
+
+
+async def test_a_failed_batch_forgets_what_the_consumer_knew(sessions, processor):
+    funnel_id = await new_funnel(sessions, "a", "b", "c", window_seconds=3600)
+    await finish_backfill(processor)
+    other = Processor(sessions, GROUP, horizon_us=lambda: 0)
+    partition = (EVENTS_TOPIC, 0)
+    await processor.apply(records([canonical("p", "a", T0)]), {})
+    await other.apply(records([canonical("p", "b", T0 + 5)], first_offset=1), {partition: 1})
+    with pytest.raises(StaleOffsets):
+        await processor.apply(
+            records([canonical("p", "c", T0 + 10)], first_offset=1), {partition: 1}
+        )
+    await processor.apply(records([canonical("p", "c", T0 + 10)], first_offset=2), {partition: 2})
+    assert await reached(sessions, funnel_id) == {"p": [3]}
+
+
+async def test_a_late_twin_of_an_instant_renumbers_the_touches_stored(sessions, processor):
+    """Touches of one instant are numbered in event order: a late event that sorts first
+    takes number 0 from the stored one, whose row must go (known person or not)."""
+    funnel_id = await new_funnel(sessions, "a", "b", breakdowns=["channel"])
+    await finish_backfill(processor)
+    partition = (EVENTS_TOPIC, 0)
+    await processor.apply(records([canonical("p", "a", T0, event_id="z", channel="mail")]), {})
+    late = canonical("p", "a", T0, event_id="y", channel="ads")
+    await processor.apply(records([late], first_offset=1), {partition: 1})
+    async with sessions() as session:
+        touches = await api_repo.touches_in_range(session, funnel_id, T0 * 10**6, (T0 + 1) * 10**6)
+    assert [(t.seq, dict(t.values)) for t in touches["p"]] == [
+        (0, {"channel": "ads"}),
+        (1, {"channel": "mail"}),
+    ]
+
+
 async def test_a_late_event_recomputes_the_person(sessions, processor):
     funnel_id = await new_funnel(sessions, "a", "b", "c", window_seconds=3600)
     await finish_backfill(processor)
