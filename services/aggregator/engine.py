@@ -89,6 +89,12 @@ class Evaluator:
             (unnamed if m.event is None else named.setdefault(m.event, [])).append((k, m))
         self._candidates = {name: tuple(sorted(found + unnamed)) for name, found in named.items()}
         self._unnamed = tuple(unnamed)
+        # Steps matched by name alone (no step among the candidates has conditions).
+        self._fixed = {
+            name: frozenset(k for k, _ in found)
+            for name, found in [*self._candidates.items(), (None, self._unnamed)]
+            if not any(m.conditions for _, m in found)
+        }
         self._exclusions = definition.exclusions
         self._tracked = definition.tracked_properties  # the breakdowns among them
         self._open_entry = {"ordered": _ordered_entry, "strict": _strict_entry, "any": _any_entry}[
@@ -98,10 +104,11 @@ class Evaluator:
     def __call__(self, events: Iterable[PersonEvent]) -> PersonProgress:
         definition = self.definition
         ordered = self._order(events)
-        # Each event's tracked property values as text, read once for entries and touches.
+        # Each step event's tracked property values as text, read once for entries and
+        # touches (only events that match a step are used by either).
         texts = [
-            {p: text_or_none(lookup(p, e.properties, e.context)) for p in self._tracked}
-            for e in ordered.events
+            _texts(self._tracked, e) if matched else _NO_TEXTS
+            for e, matched in zip(ordered.events, ordered.steps, strict=True)
         ]
         entries = [
             _entry(
@@ -132,6 +139,9 @@ class Evaluator:
         self, name: str, properties: Mapping[str, Any], context: Mapping[str, Any]
     ) -> frozenset[int]:
         """The (0-based) steps an event matches."""
+        fixed = self._fixed.get(name if name in self._candidates else None)
+        if fixed is not None:
+            return fixed
         return frozenset(
             k
             for k, matcher in self._candidates.get(name, self._unnamed)
@@ -146,6 +156,17 @@ class Evaluator:
             tagged.append((e.ts, min(matched, default=NO_STEP), e.event_id, e, matched))
         tagged.sort(key=lambda t: (t[0], t[1], t[2]))
         return _Ordered(tuple(t[3] for t in tagged), tuple(t[4] for t in tagged))
+
+
+_NO_TEXTS: Mapping[str, str | None] = {}
+
+
+def _texts(tracked: Sequence[str], e: PersonEvent) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for p in tracked:
+        value = e.properties.get(p) if "." not in p else lookup(p, e.properties, e.context)
+        found[p] = (value or None) if type(value) is str else text_or_none(value)
+    return found
 
 
 def _ordered_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[int]:
