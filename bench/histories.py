@@ -19,6 +19,7 @@ from bench.aggregator import _prepare
 from bench.common import record
 from services.aggregator import repository
 from services.aggregator.processor import Processor
+from services.aggregator.service import tune_gc
 from shared.db import create_engine, sessionmaker
 from tests.databases import migrated
 from tests.helpers import canonical, records
@@ -95,6 +96,7 @@ async def _run(url: str, persons: int, per_person: int, batches: int) -> dict[st
 
 
 def main(quick: bool = False) -> None:
+    tune_gc()  # as the aggregator process does
     persons, per_person, batches = (100, 300, 5) if quick else (200, 1_000, 10)
     with migrated("postgresql", Path(tempfile.mkdtemp(prefix="bench-histories-"))) as url:
         figures = asyncio.run(_run(url, persons, per_person, batches))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 
@@ -32,7 +33,21 @@ def retention_horizon(retention_days: int) -> int:
     return (now_us() // DAY_US - retention_days) * DAY_US
 
 
+def tune_gc() -> None:
+    """Collect cyclic garbage less often. A batch allocates hundreds of thousands of
+    short-lived objects (records, events, entries, rows), which reference counting frees,
+    but every 700 allocations started a collection, and every hundredth of those a full one
+    that walks everything alive, such as the persons kept in memory (known.py). Python CPU
+    per event in the aggregator benchmark (one process, 300,000 events): 94 µs with the
+    default thresholds, 128 µs with 20,000 persons kept; with these, 82 to 90 µs, and 80 to
+    84 µs with the persons kept. What start-up allocated is set apart from every collection.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
+    tune_gc()
     engine = create_engine(settings.database_url)
     processor = Processor(
         sessionmaker(engine),
