@@ -15,6 +15,7 @@ it, and so does any batch that fails. Entries are installed only after their bat
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,11 +40,12 @@ class Known:
         found = self.progress.get(funnel)
         if found is None or since < self.since:
             return None
-        if since == self.since:
+        entries, touches = found.entries, found.touches  # both in time order
+        if (not entries or entries[0].t0 >= since) and (not touches or touches[0].ts >= since):
             return found
         return PersonProgress(
-            tuple(e for e in found.entries if e.t0 >= since),
-            tuple(t for t in found.touches if t.ts >= since),
+            entries[bisect_left(entries, since, key=lambda e: e.t0) :],
+            touches[bisect_left(touches, since, key=lambda t: t.ts) :],
         )
 
 

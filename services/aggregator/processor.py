@@ -321,8 +321,10 @@ async def recompute(
                     session, funnel.id, progress, since, _graces(funnel), first_seen, held
                 )
                 changed.update((funnel.id, project, person) for person in replaced.changed)
-                for p, found in progress.items():
-                    evaluated[(project, p)][funnel.key] = found
+                for p, found in progress.items():  # timers are not compared: left out
+                    evaluated[(project, p)][funnel.key] = PersonProgress(
+                        found.entries, found.touches
+                    )
                 if listening:
                     await _announce(session, funnel, replaced.advances, listening)
     return changed, evaluated

@@ -1,0 +1,61 @@
+"""What the aggregator keeps of its persons between batches (services/aggregator/known.py)."""
+
+from __future__ import annotations
+
+from services.aggregator.engine import PersonEvent, PersonProgress
+from services.aggregator.known import Known, KnownPersons
+from shared.funnel import Entry, Touch
+
+F = ("funnel", 1)
+
+
+def progress(*instants: int) -> PersonProgress:
+    return PersonProgress(
+        tuple(Entry(t, (t,)) for t in instants),
+        tuple(Touch(t, 0, {"ch": "x"}) for t in instants),
+    )
+
+
+def test_progress_from_a_later_bound_keeps_what_starts_from_there_on():
+    known = Known(10, [], {F: progress(10, 20, 30)})
+    later = known.progress_from(F, 20)
+    assert later is not None
+    assert [e.t0 for e in later.entries] == [20, 30]
+    assert [t.ts for t in later.touches] == [20, 30]
+    assert known.progress_from(F, 10) == progress(10, 20, 30)
+
+
+def test_progress_from_an_earlier_bound_or_another_funnel_is_unknown():
+    known = Known(10, [], {F: progress(10, 20)})
+    assert known.progress_from(F, 9) is None
+    assert known.progress_from(("funnel", 2), 10) is None  # redefined: a new version
+
+
+def test_persons_are_kept_up_to_capacity_least_recently_stored_first_out():
+    persons = KnownPersons(capacity=2)
+    for name in ("a", "b", "c"):
+        persons.put(("p", name), Known(0, []))
+    assert persons.peek(("p", "a")) is None
+    assert len(persons) == 2
+    persons.put(("p", "b"), Known(0, []))  # b is now the most recent
+    persons.put(("p", "d"), Known(0, []))
+    assert persons.peek(("p", "c")) is None
+    assert persons.peek(("p", "b")) is not None
+
+
+def test_a_person_is_known_only_from_their_bound_on():
+    persons = KnownPersons(capacity=10)
+    persons.put(("p", "a"), Known(100, []))
+    assert persons.get(("p", "a"), 100) is not None
+    assert persons.get(("p", "a"), 99) is None
+
+
+def test_busy_persons_and_a_zero_capacity_keep_nothing():
+    busy = KnownPersons(capacity=10, max_events=2)
+    events = [PersonEvent(str(i), i, "a") for i in range(3)]
+    busy.put(("p", "a"), Known(0, events[:2]))
+    busy.put(("p", "a"), Known(0, events))
+    assert busy.peek(("p", "a")) is None
+    none = KnownPersons(capacity=0)
+    none.put(("p", "a"), Known(0, []))
+    assert len(none) == 0
