@@ -329,7 +329,13 @@ def _entry_changes(
 ) -> list[tuple[int, bool, list[Entry]]]:
     """Per start instant whose entries differ: that instant, whether it has stored entries
     (all of them are replaced; two entries rarely start at the same instant) and the
-    entries it now has."""
+    entries it now has. Both are in time order; what they share at the start (usually all
+    but the last few) is skipped, back to a start instant boundary."""
+    n = _shared_prefix(was, now)
+    differing = {e.t0 for e in (*was[n : n + 1], *now[n : n + 1])}
+    while n and was[n - 1].t0 in differing:
+        n -= 1
+    was, now = was[n:], now[n:]
     old: dict[int, list[Entry]] = defaultdict(list)
     new: dict[int, list[Entry]] = defaultdict(list)
     for e in was:
@@ -358,7 +364,10 @@ def _touch_changes(
     was: Sequence[Touch], now: Sequence[Touch]
 ) -> list[tuple[tuple[int, int], bool, Touch | None]]:
     """Touches that differ, by instant and sequence number (unique per person): whether one
-    is stored there, and what is to be stored there now."""
+    is stored there, and what is to be stored there now. Both are in time order; what they
+    share at the start is skipped."""
+    n = _shared_prefix(was, now)
+    was, now = was[n:], now[n:]
     old = {(t.ts, t.seq): t for t in was}
     new = {(t.ts, t.seq): t for t in now}
     return [
@@ -366,6 +375,16 @@ def _touch_changes(
         for k in sorted(old.keys() | new.keys())
         if old.get(k) != new.get(k)
     ]
+
+
+def _shared_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items ``a`` and ``b`` have in common."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 @dataclass(slots=True)

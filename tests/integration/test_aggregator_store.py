@@ -165,6 +165,19 @@ async def test_a_late_twin_of_an_instant_renumbers_the_touches_stored(sessions, 
     ]
 
 
+async def test_entries_that_start_together_are_replaced_together(sessions, processor):
+    """Stored entries are replaced per start instant: when only the second of two entries
+    that start at one instant advances, the first must be written again, not lost."""
+    funnel_id = await new_funnel(sessions, "a", "a", window_seconds=3600)
+    await finish_backfill(processor)
+    twins = [canonical("p", "a", T0, event_id="x1"), canonical("p", "a", T0, event_id="x2")]
+    await processor.apply(records(twins), {})
+    assert await reached(sessions, funnel_id) == {"p": [2, 1]}
+    later = canonical("p", "a", T0 + 5, event_id="x3")
+    await processor.apply(records([later], first_offset=2), {(EVENTS_TOPIC, 0): 2})
+    assert await reached(sessions, funnel_id) == {"p": [2, 2, 1]}
+
+
 async def test_a_late_event_recomputes_the_person(sessions, processor):
     funnel_id = await new_funnel(sessions, "a", "b", "c", window_seconds=3600)
     await finish_backfill(processor)
