@@ -28,6 +28,9 @@ class PersonEvent:
     name: str
     properties: Mapping[str, Any] = field(default_factory=dict)
     context: Mapping[str, Any] = field(default_factory=dict)
+    # What evaluations derived from the event, kept for the next funnel and the next batch
+    # (the aggregator keeps recent persons' events in memory). Not part of its value.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,7 @@ class Evaluator:
             if 0 in matched
         ]
         timers = _timers(definition, ordered, entries) if definition.remarketing else ()
-        return PersonProgress(tuple(entries), _touches(definition, ordered, texts), timers)
+        return PersonProgress(tuple(entries), _touches(definition, ordered), timers)
 
     def concerns(
         self, name: str, properties: Mapping[str, Any], context: Mapping[str, Any]
@@ -161,11 +164,15 @@ class Evaluator:
 _NO_TEXTS: Mapping[str, str | None] = {}
 
 
-def _texts(tracked: Sequence[str], e: PersonEvent) -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for p in tracked:
-        value = e.properties.get(p) if "." not in p else lookup(p, e.properties, e.context)
-        found[p] = (value or None) if type(value) is str else text_or_none(value)
+def _texts(tracked: tuple[str, ...], e: PersonEvent) -> Mapping[str, str | None]:
+    """The event's values of these properties as text (read once per event)."""
+    found: dict[str, str | None] | None = e.memo.get(tracked)
+    if found is None:
+        found = {}
+        for p in tracked:
+            value = e.properties.get(p) if "." not in p else lookup(p, e.properties, e.context)
+            found[p] = (value or None) if type(value) is str else text_or_none(value)
+        e.memo[tracked] = found
     return found
 
 
@@ -233,19 +240,19 @@ def _disqualified(definition: FunnelDefinition, o: _Ordered, times: Sequence[int
     return False
 
 
-def _touches(definition: FunnelDefinition, o: _Ordered, texts: Texts) -> tuple[Touch, ...]:
+def _touches(definition: FunnelDefinition, o: _Ordered) -> tuple[Touch, ...]:
     if not definition.breakdowns:
         return ()
     touches = []
     breakdowns = definition.breakdowns
     previous_ts, seq = None, 0
-    for e, matched, text in zip(o.events, o.steps, texts, strict=True):
+    for e, matched in zip(o.events, o.steps, strict=True):
         # seq orders events of the same instant; it stays put when other instants change.
         seq = seq + 1 if e.ts == previous_ts else 0
         previous_ts = e.ts
         if not matched:
             continue
-        values = {p: text[p] for p in breakdowns}
+        values = _texts(breakdowns, e)  # shared with other funnels: read only
         if any(values.values()):  # texts are None or non-empty
             touches.append(Touch(e.ts, seq, values))
     return tuple(touches)
