@@ -178,6 +178,24 @@ async def test_entries_that_start_together_are_replaced_together(sessions, proce
     assert await reached(sessions, funnel_id) == {"p": [2, 2, 1]}
 
 
+async def test_a_redefined_funnel_does_not_use_what_was_kept_of_the_old_one(sessions, processor):
+    funnel_id = await new_funnel(sessions, "a", "b", "c", window_seconds=3600)
+    await finish_backfill(processor)
+    partition = (EVENTS_TOPIC, 0)
+    batch = [canonical("p", "a", T0), canonical("p", "b", T0 + 5)]
+    await processor.apply(records(batch), {})
+    assert await reached(sessions, funnel_id) == {"p": [2]}
+    body = FunnelIn.model_validate(
+        {"name": "f", "steps": [{"event": "b"}, {"event": "c"}], "window_seconds": 3600}
+    ).model_dump()
+    async with sessions.begin() as session:
+        await api_repo.redefine_funnel(session, funnel_id, body)
+    await finish_backfill(processor)
+    assert await reached(sessions, funnel_id) == {"p": [1]}
+    await processor.apply(records([canonical("p", "c", T0 + 10)], first_offset=2), {partition: 2})
+    assert await reached(sessions, funnel_id) == {"p": [2]}
+
+
 async def test_a_late_event_recomputes_the_person(sessions, processor):
     funnel_id = await new_funnel(sessions, "a", "b", "c", window_seconds=3600)
     await finish_backfill(processor)
