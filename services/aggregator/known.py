@@ -50,37 +50,53 @@ class Known:
 
 
 class KnownPersons:
-    """The most recently seen persons, at most ``capacity`` of them, each with at most
-    ``max_events`` events (a busier person is read from the database each time)."""
+    """The most recently seen persons, holding at most ``capacity`` events in all (each
+    costs about 2 KB with what was derived from it and the person's progress), and none of
+    a person with more than ``max_events`` (a busy person is read from the database each
+    time)."""
 
     def __init__(self, capacity: int, max_events: int = 500) -> None:
         self.capacity = capacity
         self.max_events = max_events
-        self._persons: OrderedDict[PersonKey, Known] = OrderedDict()
+        self._persons: OrderedDict[PersonKey, tuple[Known, int]] = OrderedDict()
+        self._events = 0
 
     def __len__(self) -> int:
         return len(self._persons)
 
+    @property
+    def events(self) -> int:
+        return self._events
+
     def get(self, key: PersonKey, since: int) -> Known | None:
         """The person, if their events are known from ``since`` on."""
-        found = self._persons.get(key)
+        found = self.peek(key)
         return found if found is not None and found.since <= since else None
 
     def peek(self, key: PersonKey) -> Known | None:
-        return self._persons.get(key)
+        found = self._persons.get(key)
+        return found[0] if found is not None else None
 
     def put(self, key: PersonKey, known: Known) -> None:
-        if self.capacity <= 0 or len(known.events) > self.max_events:
-            self._persons.pop(key, None)
+        """Hold ``known`` (not to be changed afterwards) as the person's, the most recent."""
+        self.forget([key])
+        if len(known.events) > self.max_events:
             return
-        self._persons[key] = known
-        self._persons.move_to_end(key)
-        while len(self._persons) > self.capacity:
-            self._persons.popitem(last=False)
+        n = max(len(known.events), 1)  # a person holds some memory even without events
+        if n > self.capacity:
+            return
+        self._persons[key] = (known, n)
+        self._events += n
+        while self._events > self.capacity:
+            _, (_, dropped) = self._persons.popitem(last=False)
+            self._events -= dropped
 
     def forget(self, keys: Iterable[PersonKey]) -> None:
         for key in keys:
-            self._persons.pop(key, None)
+            found = self._persons.pop(key, None)
+            if found is not None:
+                self._events -= found[1]
 
     def clear(self) -> None:
         self._persons.clear()
+        self._events = 0

@@ -34,12 +34,12 @@ class Processor:
         sessions: async_sessionmaker[AsyncSession],
         group_id: str,
         horizon_us: Callable[[], int],
-        known_persons: int = 20_000,
+        known_events: int = 50_000,
     ) -> None:
         self._sessions = sessions
         self._group_id = group_id
         self._horizon_us = horizon_us
-        self.known = KnownPersons(known_persons)
+        self.known = KnownPersons(known_events)
 
     async def load_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
         """The stored offsets of newly assigned partitions. What this process knew of its
@@ -265,8 +265,7 @@ def _remember(known: KnownPersons, done: Applied) -> None:
         known.put(key, Known(since, events, progress))
     for key, new in done.added.items():
         if key not in done.before.since and (held := known.peek(key)) is not None:
-            held.events.extend(new)
-            known.put(key, held)
+            known.put(key, Known(held.since, [*held.events, *new], held.progress))
 
 
 async def recompute(

@@ -31,16 +31,21 @@ def test_progress_from_an_earlier_bound_or_another_funnel_is_unknown():
     assert known.progress_from(("funnel", 2), 10) is None  # redefined: a new version
 
 
-def test_persons_are_kept_up_to_capacity_least_recently_stored_first_out():
-    persons = KnownPersons(capacity=2)
-    for name in ("a", "b", "c"):
-        persons.put(("p", name), Known(0, []))
-    assert persons.peek(("p", "a")) is None
-    assert len(persons) == 2
-    persons.put(("p", "b"), Known(0, []))  # b is now the most recent
-    persons.put(("p", "d"), Known(0, []))
-    assert persons.peek(("p", "c")) is None
-    assert persons.peek(("p", "b")) is not None
+def events(n: int) -> list[PersonEvent]:
+    return [PersonEvent(str(i), i, "a") for i in range(n)]
+
+
+def test_persons_are_kept_up_to_a_number_of_events_least_recently_stored_first_out():
+    persons = KnownPersons(capacity=5)
+    for name, n in (("a", 2), ("b", 2), ("c", 1)):
+        persons.put(("p", name), Known(0, events(n)))
+    assert (len(persons), persons.events) == (3, 5)
+    persons.put(("p", "a"), Known(0, events(3)))  # a again: now the most recent, with 3
+    assert persons.peek(("p", "b")) is None  # the least recent went to make room
+    assert (len(persons), persons.events) == (2, 4)
+    persons.put(("p", "d"), Known(0, []))  # counts as one
+    assert persons.events == 5
+    assert persons.peek(("p", "c")) is not None
 
 
 def test_a_person_is_known_only_from_their_bound_on():
@@ -52,10 +57,9 @@ def test_a_person_is_known_only_from_their_bound_on():
 
 def test_busy_persons_and_a_zero_capacity_keep_nothing():
     busy = KnownPersons(capacity=10, max_events=2)
-    events = [PersonEvent(str(i), i, "a") for i in range(3)]
-    busy.put(("p", "a"), Known(0, events[:2]))
-    busy.put(("p", "a"), Known(0, events))
-    assert busy.peek(("p", "a")) is None
+    busy.put(("p", "a"), Known(0, events(2)))
+    busy.put(("p", "a"), Known(0, events(3)))
+    assert (busy.peek(("p", "a")), busy.events) == (None, 0)
     none = KnownPersons(capacity=0)
     none.put(("p", "a"), Known(0, []))
     assert len(none) == 0
