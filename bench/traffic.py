@@ -66,7 +66,7 @@ async def _run(url: str, batches: int) -> dict[str, float]:
     processor = Processor(sessions, "bench-traffic", horizon_us=lambda: 0)
     while await processor.backfill_step(100):  # nothing stored yet: marks the funnels live
         pass
-    forgetful = Processor(sessions, "bench-traffic", horizon_us=lambda: 0, known_events=0)
+    forgetful = Processor(sessions, "bench-traffic", horizon_us=lambda: 0, known_capacity=0)
     read_back = await _rate(forgetful, "r", 1.0, batches, partition=0)
     funnel_only = await _rate(processor, "f", 1.0, batches, partition=1)
     mixed = await _rate(processor, "m", 0.25, batches, partition=2)

@@ -50,23 +50,24 @@ class Known:
 
 
 class KnownPersons:
-    """The most recently seen persons, holding at most ``capacity`` events in all (each
-    costs about 2 KB with what was derived from it and the person's progress), and none of
-    a person with more than ``max_events`` (a busy person is read from the database each
-    time)."""
+    """The most recently seen persons, at most ``capacity`` items in all: each person and
+    each of their events counts one (about 1.7 KB each, measured with three funnels), so
+    memory stays flat whether persons have one event or many. None of a person with more
+    than ``max_events`` is held (a busy person is read from the database each time)."""
 
     def __init__(self, capacity: int, max_events: int = 500) -> None:
         self.capacity = capacity
         self.max_events = max_events
         self._persons: OrderedDict[PersonKey, tuple[Known, int]] = OrderedDict()
-        self._events = 0
+        self._items = 0
 
     def __len__(self) -> int:
         return len(self._persons)
 
     @property
-    def events(self) -> int:
-        return self._events
+    def size(self) -> int:
+        """Items held: persons plus their events."""
+        return self._items
 
     def get(self, key: PersonKey, since: int) -> Known | None:
         """The person, if their events are known from ``since`` on."""
@@ -82,21 +83,21 @@ class KnownPersons:
         self.forget([key])
         if len(known.events) > self.max_events:
             return
-        n = max(len(known.events), 1)  # a person holds some memory even without events
+        n = len(known.events) + 1  # the person's progress weighs about as much as an event
         if n > self.capacity:
             return
         self._persons[key] = (known, n)
-        self._events += n
-        while self._events > self.capacity:
+        self._items += n
+        while self._items > self.capacity:
             _, (_, dropped) = self._persons.popitem(last=False)
-            self._events -= dropped
+            self._items -= dropped
 
     def forget(self, keys: Iterable[PersonKey]) -> None:
         for key in keys:
             found = self._persons.pop(key, None)
             if found is not None:
-                self._events -= found[1]
+                self._items -= found[1]
 
     def clear(self) -> None:
         self._persons.clear()
-        self._events = 0
+        self._items = 0

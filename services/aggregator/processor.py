@@ -34,12 +34,12 @@ class Processor:
         sessions: async_sessionmaker[AsyncSession],
         group_id: str,
         horizon_us: Callable[[], int],
-        known_events: int = 50_000,
+        known_capacity: int = 50_000,
     ) -> None:
         self._sessions = sessions
         self._group_id = group_id
         self._horizon_us = horizon_us
-        self.known = KnownPersons(known_events)
+        self.known = KnownPersons(known_capacity)
 
     async def load_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
         """The stored offsets of newly assigned partitions. What this process knew of its

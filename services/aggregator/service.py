@@ -54,7 +54,7 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
         sessionmaker(engine),
         settings.group_id,
         lambda: retention_horizon(settings.retention_days),
-        known_events=settings.known_events,
+        known_capacity=settings.known_capacity,
     )
     loop = asyncio.get_running_loop()
 

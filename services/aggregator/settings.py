@@ -16,7 +16,7 @@ class AggregatorSettings(CommonSettings):
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     backfill_persons_per_batch: int = 500
-    known_events: int = 50_000
+    known_capacity: int = 50_000
     retention_days: int = 400
     timer_interval_s: float = 1.0
     fire_backfilled_timers: bool = False

@@ -35,16 +35,16 @@ def events(n: int) -> list[PersonEvent]:
     return [PersonEvent(str(i), i, "a") for i in range(n)]
 
 
-def test_persons_are_kept_up_to_a_number_of_events_least_recently_stored_first_out():
-    persons = KnownPersons(capacity=5)
+def test_persons_and_their_events_are_kept_up_to_capacity_least_recent_out_first():
+    persons = KnownPersons(capacity=8)  # a person counts one, and each event one
     for name, n in (("a", 2), ("b", 2), ("c", 1)):
         persons.put(("p", name), Known(0, events(n)))
-    assert (len(persons), persons.events) == (3, 5)
+    assert (len(persons), persons.size) == (3, 8)
     persons.put(("p", "a"), Known(0, events(3)))  # a again: now the most recent, with 3
     assert persons.peek(("p", "b")) is None  # the least recent went to make room
-    assert (len(persons), persons.events) == (2, 4)
-    persons.put(("p", "d"), Known(0, []))  # counts as one
-    assert persons.events == 5
+    assert (len(persons), persons.size) == (2, 6)
+    persons.put(("p", "d"), Known(0, []))
+    assert persons.size == 7
     assert persons.peek(("p", "c")) is not None
 
 
@@ -59,7 +59,7 @@ def test_busy_persons_and_a_zero_capacity_keep_nothing():
     busy = KnownPersons(capacity=10, max_events=2)
     busy.put(("p", "a"), Known(0, events(2)))
     busy.put(("p", "a"), Known(0, events(3)))
-    assert (busy.peek(("p", "a")), busy.events) == (None, 0)
+    assert (busy.peek(("p", "a")), busy.size) == (None, 0)
     none = KnownPersons(capacity=0)
     none.put(("p", "a"), Known(0, []))
     assert len(none) == 0
