@@ -286,15 +286,15 @@ async def replace_progress(
                 before[(person, e.t0)] = max(before.get((person, e.t0), 0), e.reached)
         for t0, stored, fresh in _entry_changes(was.entries, now.entries):
             if stored:
-                stale.entries.append({"person": person, "t0": t0})
+                stale.entries.append({"person_id": person, "t0_us": t0})
             new_entries.extend((person, e) for e in fresh)
         for (ts, seq), stored, touch in _touch_changes(was.touches, now.touches):
             if stored:
-                stale.touches.append({"person": person, "ts": ts, "seq": seq})
+                stale.touches.append({"person_id": person, "ts_us": ts, "seq": seq})
             if touch is not None:
                 new_touches.append((person, touch))
     changed |= {person for person, _ in new_entries} | {person for person, _ in new_touches}
-    changed |= {row["person"] for row in [*stale.entries, *stale.touches]}
+    changed |= {row["person_id"] for row in [*stale.entries, *stale.touches]}
     await _delete_ids(session, funnel_entries, [i for ids in stored_entries.values() for i in ids])
     await _delete_ids(session, funnel_touches, [i for ids in stored_touches.values() for i in ids])
     await stale.delete(session, funnel_id)
@@ -395,26 +395,18 @@ class Stale:
     touches: list[dict[str, Any]] = field(default_factory=list)
 
     async def delete(self, session: AsyncSession, funnel_id: str) -> None:
-        e, t = funnel_entries.c, funnel_touches.c
-        if self.entries:
-            await session.execute(
-                delete(funnel_entries).where(
-                    e.funnel_id == funnel_id,
-                    e.person_id == bindparam("person"),
-                    e.t0_us == bindparam("t0"),
-                ),
-                self.entries,
-            )
-        if self.touches:
-            await session.execute(
-                delete(funnel_touches).where(
-                    t.funnel_id == funnel_id,
-                    t.person_id == bindparam("person"),
-                    t.ts_us == bindparam("ts"),
-                    t.seq == bindparam("seq"),
-                ),
-                self.touches,
-            )
+        await _delete_keys(session, funnel_entries, funnel_id, self.entries)
+        await _delete_keys(session, funnel_touches, funnel_id, self.touches)
+
+
+async def _delete_keys(
+    session: AsyncSession, table: Any, funnel_id: str, rows: list[dict[str, Any]]
+) -> None:
+    """Delete the funnel's rows whose columns equal those of one of ``rows`` (column name
+    -> value, the same columns in every row)."""
+    if rows:
+        match = [table.c[column] == bindparam(column) for column in rows[0]]
+        await session.execute(delete(table).where(table.c.funnel_id == funnel_id, *match), rows)
 
 
 @dataclass(frozen=True, slots=True)
