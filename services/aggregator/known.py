@@ -9,8 +9,8 @@ batch, and decoding and comparing stored JSON, for the persons that are active r
 
 Only the partition's owner writes a person's events and progress while it owns it (a
 funnel's redefinition bumps its version; a deletion removes it from the batch's funnels), so
-what is held stays true until the partitions move: the source's assignment callback clears
-it, and so does any batch that fails. Entries are installed only after their batch commits.
+what is held stays true until the partitions move: taking partitions (``Processor.load_offsets``)
+clears it, and so does any batch that fails. What a batch leaves is held only once it commits.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from services.aggregator.engine import PersonEvent, PersonProgress
+from services.aggregator.repository import PersonKey
 
-PersonKey = tuple[str, str]  # (project_id, person_id)
 FunnelKey = tuple[str, int]  # (funnel id, version): a redefinition starts afresh
 
 
