@@ -29,6 +29,16 @@ LAST_EVENT_TIME = Gauge(
 BACKFILL_PERSONS = Counter(
     "funnel_aggregator_backfill_persons_total", "Persons recomputed by funnel backfills."
 )
+PERSONS_READ = Counter(
+    "funnel_aggregator_person_histories_total",
+    "Persons re-evaluated by batches, by where their stored state came from (held in"
+    " memory, or read from the database).",
+    ["source"],
+)
+KNOWN_ITEMS = Gauge(
+    "funnel_aggregator_known_items",
+    "Persons plus their events held in memory (at most AGGREGATOR_KNOWN_CAPACITY).",
+)
 REMARKETING = Counter(
     "funnel_remarketing_triggers_total",
     "Re-marketing timers handled when due, by outcome (fired, skipped).",

@@ -61,6 +61,10 @@ class Processor:
             self.known.clear()  # what the failed transaction would have written is unknown
             raise
         _remember(self.known, done)
+        metrics.KNOWN_ITEMS.set(self.known.size)
+        held = len(done.before.known)
+        metrics.PERSONS_READ.labels("memory").inc(held)
+        metrics.PERSONS_READ.labels("database").inc(len(done.before.since) - held)
         stored = sum(len(new) for new in done.added.values())
         outcomes["stored"] += stored
         outcomes["duplicate"] += len(done.fresh) - stored

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
 from services.aggregator import repository
@@ -131,6 +132,29 @@ async def test_what_a_consumer_knows_of_its_persons_is_dropped_on_assignment(ses
     assert await processor.load_offsets([partition]) == {partition: 2}
     await processor.apply(records([canonical("p", "c", T0 + 10)], first_offset=2), {partition: 2})
     assert await reached(sessions, funnel_id) == {"p": [3]}
+
+
+def persons_by_source() -> dict[str, float]:
+    return {
+        source: REGISTRY.get_sample_value(
+            "funnel_aggregator_person_histories_total", {"source": source}
+        )
+        or 0.0
+        for source in ("memory", "database")
+    }
+
+
+async def test_a_person_of_the_last_batch_is_not_read_again(sessions, processor):
+    funnel_id = await new_funnel(sessions, "a", "b", window_seconds=3600)
+    await finish_backfill(processor)
+    start = persons_by_source()
+    await processor.apply(records([canonical("p", "a", T0)]), {})
+    await processor.apply(
+        records([canonical("p", "b", T0 + 5)], first_offset=1), {(EVENTS_TOPIC, 0): 1}
+    )
+    now = persons_by_source()
+    assert (now["database"] - start["database"], now["memory"] - start["memory"]) == (1, 1)
+    assert await reached(sessions, funnel_id) == {"p": [2]}
 
 
 async def test_a_failed_batch_forgets_what_the_consumer_knew(sessions, processor):
