@@ -104,10 +104,12 @@ class Processor:
             # Only as far back as the batch's events can change anything (see reach_us), and
             # only for persons with an event that concerns some funnel; persons this process
             # knows (see known.py) are not read at all.
-            since = _read_since(fresh, funnels, evaluators, horizon)
+            since, concerned = _read_since(fresh, funnels, evaluators, horizon)
             before = await _histories(session, since, self.known)
             added = await repository.store_events(session, fresh)
-            changed, evaluated = await recompute(session, funnels, evaluators, before, added)
+            changed, evaluated = await recompute(
+                session, funnels, evaluators, before, added, concerned
+            )
             await repository.count_changes(
                 session,
                 {
@@ -189,21 +191,29 @@ def _read_since(
     funnels: Sequence[repository.ActiveFunnel],
     evaluators: Mapping[str, Evaluator],
     horizon_us: int,
-) -> dict[PersonKey, int]:
+) -> tuple[dict[PersonKey, int], dict[PersonKey, set[str]]]:
     """Per person with an event that concerns a funnel of their project: the earliest stored
-    event any of the project's funnels may need to re-evaluate the person (see ``recompute``)."""
+    event any of the project's funnels may need to re-evaluate the person (see ``recompute``),
+    and the ids of the funnels their events concern (see ``Evaluator.concerns``)."""
     reach: dict[str, int] = {}
-    mine: dict[str, list[Evaluator]] = defaultdict(list)
+    mine: dict[str, list[repository.ActiveFunnel]] = defaultdict(list)
     for f in funnels:
         reach[f.project_id] = max(reach.get(f.project_id, 0), reach_us(f.definition))
-        mine[f.project_id].append(evaluators[f.id])
+        mine[f.project_id].append(f)
     since: dict[PersonKey, int] = {}
+    concerned: dict[PersonKey, set[str]] = defaultdict(set)
     for e in fresh:
-        if any(v.concerns(e.event, e.properties, e.context) for v in mine.get(e.project_id, ())):
+        ids = {
+            f.id
+            for f in mine.get(e.project_id, ())
+            if evaluators[f.id].concerns(e.event, e.properties, e.context)
+        }
+        if ids:
             key = (e.project_id, e.person_id)
+            concerned[key] |= ids
             bound = max(horizon_us, to_micros(e.timestamp) - reach[e.project_id])
             since[key] = min(since.get(key, bound), bound)
-    return since
+    return since, concerned
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,11 +288,13 @@ async def recompute(
     evaluators: Mapping[str, Evaluator],
     before: Histories,
     added: Mapping[PersonKey, Sequence[PersonEvent]],
+    concerned: Mapping[PersonKey, set[str]],
 ) -> tuple[set[tuple[str, str, str]], dict[PersonKey, dict[FunnelKey, PersonProgress]]]:
     """Re-evaluate the ``funnels`` of the persons with ``added`` events (stored by this
-    transaction) that concern them (see ``Evaluator.concerns``) from those and the events
-    stored ``before`` it; return the (funnel, project, person) whose stored entries or
-    touches changed, and the progress each person now has stored per funnel evaluated.
+    transaction) whose batch events ``concerned`` them (the stored twin of a duplicate is
+    one of those) from those and the events stored ``before`` it; return the (funnel,
+    project, person) whose stored entries or touches changed, and the progress each person
+    now has stored per funnel evaluated.
 
     Each person only from where their stored events were read: at most the longest
     ``reach_us`` of the project's funnels before their earliest new event (persons whose
@@ -306,9 +318,7 @@ async def recompute(
             evaluator = evaluators[funnel.id]
             groups: dict[int, list[str]] = defaultdict(list)
             for p in sorted(people):
-                if funnel.covers(p) and any(
-                    evaluator.concerns(e.name, e.properties, e.context) for e in added[(project, p)]
-                ):
+                if funnel.covers(p) and funnel.id in concerned.get((project, p), ()):
                     groups[before.since[(project, p)]].append(p)
             for since, group in sorted(groups.items()):
                 stored = {p: before.events.get((project, p), []) for p in group}
