@@ -35,9 +35,10 @@ WINDOW_US = 7 * DAY_US
 START_US = 1_767_225_600 * 1_000_000  # 2026-01-01
 
 
-def person_rows(i: int, funnel_id: str, rng: random.Random) -> tuple[dict, list[dict], list[dict]]:
+def person_rows(
+    i: int, t0: int, funnel_id: str, rng: random.Random
+) -> tuple[dict, list[dict], list[dict]]:
     person = f"p{i:07d}"
-    t0 = START_US + rng.randrange(90 * DAY_US)
     reached = 1
     while reached < len(STEPS) and rng.random() < 0.55:
         reached += 1
@@ -97,8 +98,11 @@ async def seed(url: str, persons: int) -> tuple[str, str]:
             text("UPDATE funnels SET backfill_done = true WHERE id = :id"), {"id": funnel_id}
         )
     rng = random.Random(3)
-    for start in range(0, persons, 20_000):
-        rows = [person_rows(i, funnel_id, rng) for i in range(start, min(start + 20_000, persons))]
+    # Persons in the order they entered, so that rows lie in the tables roughly in time order,
+    # as an aggregator writes them (in person order, some plans read them much faster).
+    starts = sorted((START_US + rng.randrange(90 * DAY_US), i) for i in range(persons))
+    for chunk in range(0, persons, 20_000):
+        rows = [person_rows(i, t0, funnel_id, rng) for t0, i in starts[chunk : chunk + 20_000]]
         async with sessions.begin() as session:
             await session.execute(funnel_entries.insert(), [r[0] for r in rows])
             await session.execute(funnel_touches.insert(), [t for r in rows for t in r[1]])
