@@ -14,7 +14,7 @@ from services.aggregator.repository import ENTRY_COLUMNS, TOUCH_COLUMNS, StaleOf
 from services.aggregator.source import SourceRecord
 from services.api import repository as api_repo
 from services.api.schemas import FunnelIn
-from shared.db import bulk_insert, create_engine, migrate, sessionmaker
+from shared.db import alembic_config, bulk_insert, create_engine, migrate, sessionmaker
 from shared.events import EVENTS_TOPIC
 from shared.keys import create_key
 from shared.tables import (
@@ -488,3 +488,35 @@ async def test_a_funnel_deleted_or_redefined_during_a_batch_keeps_none_of_its_ro
             for table in (funnel_entries, funnel_touches)
         ]
     assert left == [0, 0]
+
+
+def _index_method(url: str, index: str) -> str:
+    async def read() -> str:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return str(
+                    await conn.scalar(
+                        text(
+                            "SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam"
+                            " WHERE c.relname = :index"
+                        ),
+                        {"index": index},
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_events_are_found_by_time_through_block_ranges_on_postgresql(postgres_url):
+    """Migration 0008: only the retention purge looks events up by time; a BRIN index
+    serves it without a B-tree entry per stored event. It can be undone."""
+    from alembic import command
+
+    assert _index_method(postgres_url, "ix_events_ts_us") == "brin"
+    command.downgrade(alembic_config(postgres_url), "0007")
+    assert _index_method(postgres_url, "ix_events_ts_us") == "btree"
+    command.upgrade(alembic_config(postgres_url), "head")
+    assert _index_method(postgres_url, "ix_events_ts_us") == "brin"
