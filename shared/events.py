@@ -23,6 +23,34 @@ class WireError(ValueError):
     """A record that cannot be decoded into a canonical event."""
 
 
+# How deeply ``properties`` and ``context`` may nest (objects and arrays). orjson refuses to
+# write past 254 levels, and nothing a tracking SDK sends comes near this.
+MAX_DEPTH = 32
+
+
+def unstorable(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
+    """Where and why a JSON value cannot be stored as it is on SQLite and PostgreSQL, or None.
+
+    PostgreSQL's text and JSONB types cannot hold U+0000 in a string or an object key, so
+    such a value is refused rather than altered; ``path`` names the field the client sent
+    (``properties.a.0``). Nesting past :data:`MAX_DEPTH` is refused too.
+    """
+    if isinstance(value, str):
+        return (path, "must not contain the NUL character (U+0000)") if "\x00" in value else None
+    if isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            return path, f"nests deeper than {MAX_DEPTH} levels"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            inner = f"{path}.{key}"
+            if isinstance(key, str) and "\x00" in key:
+                return inner, "key must not contain the NUL character (U+0000)"
+            found = unstorable(item, inner, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
 @dataclass(slots=True)
 class CanonicalEvent:
     """One accepted event, as ingest publishes it and the aggregator stores it.
