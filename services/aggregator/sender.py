@@ -74,6 +74,8 @@ class HttpSender:
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=max_connections,
+            # A pooled connection was checked when it was opened; expiring idle ones soon
+            # bounds how long an attempt may reuse one instead of looking the name up again.
             keepalive_expiry=5.0,
             network_backend=CheckedBackend(tuple(allowed_networks), resolver),
         )
@@ -100,7 +102,8 @@ class HttpSender:
         url = httpcore.URL(
             scheme=target.scheme, host=target.host, port=target.port, target=target.target
         )
-        sent = [("host", target.authority), *((k, v) for k, v in headers.items() if k != "host")]
+        own = [(k, v) for k, v in headers.items() if k.lower() != "host"]
+        sent = [("host", target.authority), *own]
         phases = dict.fromkeys(("connect", "read", "write", "pool"), self._timeout_s)
         async with self._pool.stream(
             "POST", url, headers=sent, content=body, extensions={"timeout": phases}
