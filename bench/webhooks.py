@@ -20,7 +20,7 @@ import httpx
 from bench.common import record
 from services.aggregator.delivery import Claimed, DeliveryWorker, envelope, sign
 from services.aggregator.remarketing import SystemClock
-from services.aggregator.sender import HttpxSender
+from services.aggregator.sender import HttpSender
 from services.devstack import free_port, stop_process, wait_for_port
 from shared.db import create_engine, sessionmaker
 from shared.keys import create_key, now_us
@@ -129,14 +129,8 @@ async def ceiling(receiver: str, n: int) -> float:
 
 async def ours(url: str, n: int) -> float:
     engine = create_engine(url)
-    sender = HttpxSender()
-    worker = DeliveryWorker(
-        sessionmaker(engine),
-        sender,
-        SystemClock(),
-        allowed_networks=parse_networks("127.0.0.0/8"),
-        batch=BATCH,
-    )
+    sender = HttpSender(allowed_networks=parse_networks("127.0.0.0/8"))
+    worker = DeliveryWorker(sessionmaker(engine), sender, SystemClock(), batch=BATCH)
     started = time.perf_counter()
     done = 0
     while (sent := await worker.run_once()) > 0:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -12,12 +14,24 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 
 class Receiver:
-    """Answers ``status`` (200 by default); records verified deliveries by webhook id."""
+    """Answers ``status`` (200 by default); records verified deliveries by webhook id.
 
-    def __init__(self, secret: str = "") -> None:
+    ``host`` is the loopback address to listen on; with ``tls`` (a server context) it speaks
+    HTTPS and records the server name (SNI) each handshake asked for.
+    """
+
+    def __init__(
+        self, secret: str = "", *, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         self.secret = secret
+        self.host = host
+        self.tls = tls
         self.status = 200
+        self.answer_body = b"ok"
+        self.answer_headers: dict[str, str] = {}
         self.received: list[dict[str, Any]] = []
+        self.host_headers: list[str] = []
+        self.server_names: list[str | None] = []
         self.bad_signatures = 0
         self.calls = 0
         self._lock = threading.Lock()
@@ -26,7 +40,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/hook"
 
     def start(self) -> Receiver:
         receiver = self
@@ -40,8 +54,12 @@ class Receiver:
                 pass
 
         ThreadingHTTPServer.request_queue_size = 128  # concurrent senders connect at once
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
+        if self.tls is not None:
+            self.tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
+            # A failed handshake fails accept(), which socketserver ignores (an OSError).
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -57,6 +75,7 @@ class Receiver:
             self.calls += 1
             status = self.status
             headers = {k.lower(): v for k, v in handler.headers.items()}
+            self.host_headers.append(headers.get("host", ""))
             try:
                 Webhook(self.secret).verify(body, headers)
             except WebhookVerificationError:
@@ -66,9 +85,11 @@ class Receiver:
                 if 200 <= status < 300:
                     self.received.append({"id": headers["webhook-id"], **json.loads(body)})
         handler.send_response(status)
-        handler.send_header("content-length", "2")
+        for name, value in self.answer_headers.items():
+            handler.send_header(name, value)
+        handler.send_header("content-length", str(len(self.answer_body)))
         handler.end_headers()
-        handler.wfile.write(b"ok")
+        handler.wfile.write(self.answer_body)
 
     def unique(self) -> dict[str, dict[str, Any]]:
         """What a receiver deduplicating by webhook id keeps."""
@@ -76,3 +97,15 @@ class Receiver:
 
     def duplicates(self) -> int:
         return sum(n - 1 for n in Counter(r["id"] for r in self.received).values())
+
+
+class ScriptedResolver:
+    """Answers name lookups from a script, cycling through it; records every lookup."""
+
+    def __init__(self, *answers: Sequence[str]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, int]] = []
+
+    async def __call__(self, host: str, port: int) -> Sequence[str]:
+        self.asked.append((host, port))
+        return self.answers[(len(self.asked) - 1) % len(self.answers)]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +24,6 @@ from services.aggregator import metrics
 from services.aggregator.remarketing import Clock
 from services.aggregator.sender import Answer, Sender
 from shared.db import is_postgres
-from shared.netguard import Network, UnsafeUrl, check_url
 from shared.tables import webhook_attempts, webhook_deliveries, webhook_endpoints, webhook_messages
 
 # Seconds to wait before attempt n+1 after attempt n failed: about a day in all.
@@ -74,17 +71,14 @@ class DeliveryWorker:
         sender: Sender,
         clock: Clock,
         *,
-        allowed_networks: Sequence[Network] = (),
         batch: int = 50,
         jitter: float = 0.1,
     ) -> None:
         self._sessions = sessions
         self._sender = sender
         self._clock = clock
-        self._allowed = tuple(allowed_networks)
         self._batch = batch
         self._jitter = jitter
-        self._checked: dict[str, tuple[float, str | None]] = {}
 
     async def run_once(self) -> int:
         """Claim, send and record one batch of due deliveries; return how many."""
@@ -93,8 +87,8 @@ class DeliveryWorker:
             return 0
         answers = await asyncio.gather(*(self._send(c) for c in claimed))
         async with self._sessions.begin() as session:
-            for c, (answer, refused) in zip(claimed, answers, strict=True):
-                await self._record(session, c, answer, refused)
+            for c, answer in zip(claimed, answers, strict=True):
+                await self._record(session, c, answer)
         return len(claimed)
 
     async def _claim(self) -> list[Claimed]:
@@ -149,41 +143,24 @@ class DeliveryWorker:
             for r in rows
         ]
 
-    async def _send(self, claimed: Claimed) -> tuple[Answer, bool]:
-        """One attempt; the flag says the URL was refused before any request was made."""
-        refusal = await self._refusal(claimed.url)
-        if refusal is not None:
-            return Answer(None, None, "", refusal, 0.0), True
+    async def _send(self, claimed: Claimed) -> Answer:
+        """One attempt; the sender resolves, checks and pins the address for it."""
         body = envelope(claimed)
         # The signature carries the real sending time (receivers reject stale timestamps),
         # whatever clock schedules the attempts.
         answer = await self._sender.post(claimed.url, sign(claimed, body, datetime.now(UTC)), body)
-        metrics.WEBHOOK_SECONDS.observe(answer.seconds)
-        return answer, False
+        if not answer.refused:
+            metrics.WEBHOOK_SECONDS.observe(answer.seconds)
+        return answer
 
-    async def _refusal(self, url: str) -> str | None:
-        """Why the URL may not be called now (address check cached for a minute), or None."""
-        now = time.monotonic()
-        cached = self._checked.get(url)
-        if cached is None or cached[0] < now:
-            try:
-                await asyncio.to_thread(check_url, url, self._allowed)
-                cached = (now + 60, None)
-            except UnsafeUrl as exc:
-                cached = (now + 60, str(exc))
-            self._checked[url] = cached
-        return cached[1]
-
-    async def _record(
-        self, session: AsyncSession, claimed: Claimed, answer: Answer, refused: bool
-    ) -> None:
+    async def _record(self, session: AsyncSession, claimed: Claimed, answer: Answer) -> None:
         now = self._clock.now_us()
         attempts = claimed.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "last_status_code": answer.status}
         gone = answer.status == 410
         if answer.status is not None and 200 <= answer.status < 300:
             outcome = values["status"] = "delivered"
-        elif gone or refused:
+        elif gone or answer.refused:
             outcome, values["status"] = ("disabled" if gone else "refused"), "failed"
         elif attempts > len(SCHEDULE_S):
             outcome = values["status"] = "failed"

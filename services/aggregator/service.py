@@ -16,7 +16,7 @@ from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.processor import Processor
 from services.aggregator.remarketing import Clock, SystemClock, TimerFirer
 from services.aggregator.repository import StaleOffsets
-from services.aggregator.sender import HttpxSender, Sender
+from services.aggregator.sender import HttpSender, Sender
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.source import KafkaSource, Partition, Source
 from shared.db import create_engine, sessionmaker
@@ -74,7 +74,10 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
     )
     log.info("aggregator consuming %s as group %s", EVENTS_TOPIC, settings.group_id)
-    sender = HttpxSender(settings.webhook_timeout_s)
+    sender = HttpSender(
+        settings.webhook_timeout_s,
+        allowed_networks=parse_networks(settings.webhook_allowed_networks),
+    )
     clock = SystemClock()
     background = [
         asyncio.create_task(fire_timers(sessionmaker(engine), clock, settings, stop)),
@@ -118,7 +121,6 @@ async def deliver_webhooks(
         sessions,
         sender,
         clock,
-        allowed_networks=parse_networks(settings.webhook_allowed_networks),
         batch=settings.webhook_batch,
     )
     while not stop.is_set():

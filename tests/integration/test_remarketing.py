@@ -12,7 +12,7 @@ import pytest
 from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.processor import Processor
 from services.aggregator.remarketing import TimerFirer
-from services.aggregator.sender import HttpxSender
+from services.aggregator.sender import HttpSender
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from shared.keys import create_key
@@ -49,10 +49,8 @@ class World:
         self.sessions, self.api, self.receiver, self.clock = sessions, api, receiver, clock
         self.processor = Processor(sessions, "g", horizon_us=lambda: 0)
         self.firer = TimerFirer(sessions, clock)
-        self.sender = HttpxSender(timeout_s=5)
-        self.worker = DeliveryWorker(
-            sessions, self.sender, clock, allowed_networks=parse_networks(LOOPBACK)
-        )
+        self.sender = HttpSender(timeout_s=5, allowed_networks=parse_networks(LOOPBACK))
+        self.worker = DeliveryWorker(sessions, self.sender, clock)
         self.partition = 0
 
     async def feed(self, *events) -> None:
@@ -287,14 +285,7 @@ async def test_concurrent_delivery_workers_send_each_webhook_once(world):
     world.clock.now_s = t0 + 61
     await world.firer.fire_due()
     workers = [
-        DeliveryWorker(
-            world.sessions,
-            world.sender,
-            world.clock,
-            allowed_networks=parse_networks(LOOPBACK),
-            batch=10,
-        )
-        for _ in range(3)
+        DeliveryWorker(world.sessions, world.sender, world.clock, batch=10) for _ in range(3)
     ]
     for _ in range(20):  # a failed attempt (if any) is retried once the clock reaches it
         while sum(await asyncio.gather(*(w.run_once() for w in workers))):

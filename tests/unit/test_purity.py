@@ -9,7 +9,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = ["services/aggregator/engine.py", "services/api/report.py", "shared/funnel.py"]
-FORBIDDEN = {"kafka", "sqlalchemy", "fastapi", "httpx", "asyncpg", "aiosqlite", "prometheus_client"}
+FORBIDDEN = {
+    "kafka",
+    "sqlalchemy",
+    "fastapi",
+    "httpx",
+    "httpcore",
+    "asyncpg",
+    "aiosqlite",
+    "prometheus_client",
+}
 
 
 def imported_roots(path: Path) -> set[str]:
