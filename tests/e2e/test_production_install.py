@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from services.devstack import EmbeddedBroker, free_port, stop_process
+from services.devstack import EmbeddedBroker, free_port, stop_process, wait_until_listening
 from tests.databases import postgres_database
 from tests.stack import eventually, report_persons
 
@@ -93,16 +92,6 @@ def funnel(venv: Path, env: dict[str, str], cwd: Path, *args: str) -> str:
     return done.stdout.decode()
 
 
-def wait_until_listening(name: str, process: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        assert process.poll() is None, f"funnel {name} exited with {process.returncode}"
-        assert time.monotonic() < deadline, f"funnel {name}: nothing listens on {port} after 60 s"
-        time.sleep(0.1)
-
-
 @contextlib.contextmanager
 def services(venv: Path, env: dict[str, str], cwd: Path) -> Iterator[None]:
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -117,13 +106,11 @@ def services(venv: Path, env: dict[str, str], cwd: Path) -> Iterator[None]:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-        ports = {
-            "ingest": "INGEST_PORT",
-            "api": "API_PORT",
-            "aggregator": "AGGREGATOR_METRICS_PORT",
-        }
-        for name, port in ports.items():
-            wait_until_listening(name, processes[name], int(env[port]))
+        variables = {"ingest": "INGEST_PORT", "api": "API_PORT"}
+        variables["aggregator"] = "AGGREGATOR_METRICS_PORT"
+        addresses = {n: ("127.0.0.1", int(env[v])) for n, v in variables.items()}
+        died = wait_until_listening(processes, addresses, timeout_s=60)
+        assert died is None, f"funnel {died} exited with {processes[died].returncode}"
         yield
     except AssertionError as exc:
         logs = "\n".join(f"--- {n}\n{(cwd / f'{n}.log').read_text()[-2000:]}" for n in processes)
