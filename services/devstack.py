@@ -158,7 +158,9 @@ def die_with_parent() -> Callable[[], None] | None:
 
     The children run in sessions of their own, so that a terminal's signals reach only us
     and we stop them in order; this covers the one case we cannot handle, our own SIGKILL.
-    The setting survives exec, so it covers the broker's binary as well as our services.
+    The setting survives exec, so it covers the broker's binary as well as our services. The
+    kernel sends it when the thread that started the child ends: start children from the
+    main thread (as `funnel run` and the tests do).
     """
     if sys.platform != "linux":
         return None
