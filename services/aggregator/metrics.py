@@ -53,3 +53,11 @@ WEBHOOK_PENDING = Gauge("funnel_webhook_pending", "Webhook deliveries waiting to
 WEBHOOK_SECONDS = Histogram(
     "funnel_webhook_delivery_duration_seconds", "Time for one webhook HTTP attempt."
 )
+
+# Label values known in advance start at 0, so that a panel shows 0 rather than no data.
+for _outcome in ("stored", "duplicate", "dead_letter", "expired"):
+    EVENTS.labels(_outcome)
+for _source in ("memory", "database"):
+    PERSONS_READ.labels(_source)
+for _outcome in ("delivered", "retry", "failed", "disabled", "refused"):
+    WEBHOOK_DELIVERIES.labels(_outcome)

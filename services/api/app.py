@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import analysis_routes, funnels_routes, metrics, webhooks_routes
 from services.api.report_cache import ReportCache
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
+from shared.metrics_route import add_metrics_route
 
 
 @dataclass
@@ -63,7 +63,7 @@ def create_app(
         lifespan=lifespan,
         description="Funnels as resources, reports, trends, forecasts and plans.",
     )
-    app.mount("/metrics", make_asgi_app())
+    add_metrics_route(app)
     app.include_router(analysis_routes.router)
     app.include_router(funnels_routes.router)
     app.include_router(webhooks_routes.router)

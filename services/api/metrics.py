@@ -2,7 +2,10 @@
 
 A scrape only reads these gauges; the refresher recomputes them at most every
 ``API_GAUGE_REFRESH_S`` seconds over the entries of the last ``API_GAUGE_RANGE_DAYS`` days.
-Labels are bounded: project, funnel name and step name, never a person.
+A funnel step is identified by project, funnel id and step position (1-based), so that two
+steps on the same event, or two funnels of the same name, are separate series; the funnel's
+and the step's names ride along as labels for legends (one value per series, at most 200
+characters each, as the API accepts them). Never a person.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from shared.funnel import US, definition_from_doc
 from shared.keys import now_us
 
 log = logging.getLogger(__name__)
-LABELS = ["project", "funnel", "step"]
+LABELS = ["project", "funnel_id", "step", "funnel_name", "step_name"]
 
 STEP_PERSONS = Gauge("funnel_step_persons", "Persons who reached the step.", LABELS)
 STEP_IN_PROGRESS = Gauge(
@@ -34,7 +37,7 @@ STEP_CONVERSION = Gauge(
     "funnel_step_conversion_ratio", "Persons at the step over persons at step 1.", LABELS
 )
 REFRESH_SECONDS = Histogram(
-    "funnel_api_gauge_refresh_duration_seconds", "Time to recompute every funnel gauge."
+    "funnel_api_step_refresh_duration_seconds", "Time to recompute every funnel_step_* series."
 )
 REPORT_SECONDS = Histogram(
     "funnel_api_report_duration_seconds", "Time to answer a report request.", ["kind"]
@@ -45,6 +48,11 @@ REPORTS = Counter(
     ["freshness"],
 )
 _GAUGES = (STEP_PERSONS, STEP_IN_PROGRESS, STEP_CONVERSION)
+
+# Label values known in advance start at 0, so that a panel shows 0 rather than no data.
+for _freshness in ("computed", "exact", "stale"):
+    REPORTS.labels(_freshness)
+REPORT_SECONDS.labels("report")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +94,8 @@ async def refresh_gauges(
                     found = await _compute(session, row, window, basis, range_us)
                     kept[row.id] = found
                 first = found.steps[0][1]
-                for name, persons, in_progress in found.steps:
-                    labels = (row.project_id, row.name, name)
+                for position, (name, persons, in_progress) in enumerate(found.steps, 1):
+                    labels = (row.project_id, row.id, str(position), row.name, name)
                     seen.add(labels)
                     STEP_PERSONS.labels(*labels).set(persons)
                     STEP_IN_PROGRESS.labels(*labels).set(in_progress)

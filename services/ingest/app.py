@@ -17,7 +17,6 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import make_asgi_app
 
 from services.ingest import metrics, segment
 from services.ingest.keys import DatabaseKeyStore, KeyStore
@@ -33,6 +32,7 @@ from shared.events import (
     SCHEMA_VERSION,
     format_time,
 )
+from shared.metrics_route import add_metrics_route
 
 
 class RequestError(Exception):
@@ -84,7 +84,7 @@ def create_app(
         allow_methods=["POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type"],
     )
-    app.mount("/metrics", make_asgi_app())
+    add_metrics_route(app)
 
     @app.exception_handler(RequestError)
     async def _refused(_request: Request, exc: RequestError) -> JSONResponse:

@@ -17,3 +17,16 @@ PRODUCE_SECONDS = Histogram(
     "Time from handing a request's records to the producer to the broker's acknowledgement.",
 )
 IN_FLIGHT = Gauge("funnel_ingest_requests_in_flight", "Ingest requests being handled.")
+
+# Label values known in advance start at 0, so that a panel shows 0 rather than no data.
+OUTCOMES = (
+    ("accepted", ""),
+    ("rejected", "invalid"),
+    ("unavailable", "broker"),
+    ("overloaded", "rate_limited"),
+    ("overloaded", "buffer_full"),
+)
+for _outcome, _reason in OUTCOMES:
+    EVENTS.labels(_outcome, _reason)
+for _route in ("events", "segment"):
+    REQUEST_SECONDS.labels(_route)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.helpers import canonical
+from tests.integration.test_metrics import step_gauges
 from tests.integration.test_query_api import api, drain, keys  # noqa: F401 - fixtures
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -213,7 +214,7 @@ async def test_prometheus_gauges_show_persons_per_step_without_scanning_on_scrap
     from services.api.metrics import refresh_gauges
 
     funnel = {"name": "gauged", "steps": [{"event": "a"}, {"event": "b"}], "window_seconds": 3600}
-    await api.post("/v1/funnels", json=funnel)
+    funnel_id = (await api.post("/v1/funnels", json=funnel)).json()["id"]
     now = int(datetime.now(UTC).timestamp())
     await drain(
         sessions,
@@ -224,11 +225,11 @@ async def test_prometheus_gauges_show_persons_per_step_without_scanning_on_scrap
         ],
     )
     await refresh_gauges(sessions, range_days=7)
-    text = (await api.get("/metrics/")).text
-    assert 'funnel_step_persons{funnel="gauged",project="proj",step="a"} 2.0' in text
-    assert 'funnel_step_persons{funnel="gauged",project="proj",step="b"} 1.0' in text
-    assert 'funnel_step_conversion_ratio{funnel="gauged",project="proj",step="b"} 0.5' in text
-    assert 'funnel_step_in_progress{funnel="gauged",project="proj",step="a"} 1.0' in text
+    gauges = step_gauges((await api.get("/metrics")).text)
+    assert gauges["funnel_step_persons", funnel_id, "1"][0] == 2
+    assert gauges["funnel_step_persons", funnel_id, "2"][0] == 1
+    assert gauges["funnel_step_conversion_ratio", funnel_id, "2"][0] == 0.5
+    assert gauges["funnel_step_in_progress", funnel_id, "1"][0] == 1
 
 
 async def test_gauges_are_recomputed_only_when_their_funnel_changed(api, sessions):  # noqa: F811
@@ -249,9 +250,9 @@ async def test_gauges_are_recomputed_only_when_their_funnel_changed(api, session
     await drain(sessions, [canonical("p", "b", now - 30)])
     await refresh_gauges(sessions, range_days=7, kept=kept)
     assert [s[1:] for s in kept[funnel_id].steps] == [(1, 0), (1, 0)]
-    text = (await api.get("/metrics/")).text
-    assert 'funnel_step_persons{funnel="kept",project="proj",step="b"} 1.0' in text
+    gauges = step_gauges((await api.get("/metrics")).text)
+    assert gauges["funnel_step_persons", funnel_id, "2"][0] == 1
     await api.delete(f"/v1/funnels/{funnel_id}")
     await refresh_gauges(sessions, range_days=7, kept=kept)
     assert funnel_id not in kept
-    assert 'funnel="kept"' not in (await api.get("/metrics/")).text
+    assert step_gauges((await api.get("/metrics")).text) == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from pydantic_settings import BaseSettings
 
 import services.aggregator.metrics
 import services.api.metrics
-import services.ingest.metrics  # noqa: F401 - registers the metrics the dashboard reads
+import services.ingest.metrics  # registers the metrics the dashboard reads
 from services.aggregator.settings import AggregatorSettings
 from services.api.settings import ApiSettings
 from services.cli import main
@@ -88,7 +89,9 @@ def test_every_dashboard_expression_names_an_exported_metric():
     dashboard = json.loads((DEPLOY / "grafana/dashboards/funnel-tracker.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     exprs += [v["query"] for v in dashboard["templating"]["list"]]
-    names = {n for e in exprs for n in re.findall(r"\bfunnel_[a-z0-9_]+", e)}
+    # Label matchers and groupings name labels, not metrics.
+    bare = [re.sub(r"\{[^}]*\}|\b(by|without)\s*\([^)]*\)", "", e) for e in exprs]
+    names = {n for e in bare for n in re.findall(r"\bfunnel_[a-z0-9_]+", e)}
     assert len(names) >= 6
     assert names - exported_names() == set()
 
@@ -103,3 +106,32 @@ def test_the_readme_documents_every_variable_the_services_read():
     readme = (DEPLOY.parent / "README.md").read_text()
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", readme))
     assert KNOWN - documented == set()
+
+
+def test_the_image_installs_the_project_without_extras_from_what_it_copies():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    install = re.search(r"pip install (.*) \.$", dockerfile, re.MULTILINE)
+    assert install is not None, "the image does not pip install the project"
+    assert "-c constraints.txt" in install.group(1)
+    assert "[" not in install.group(0), "the image installs extras"
+    copied = {
+        Path(source).name
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for source in line.split()[1:-1]
+    }
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    needed = {"pyproject.toml", "constraints.txt", project["project"]["readme"], *packages}
+    assert needed - copied == set()
+
+
+def test_the_funnel_panels_select_and_name_steps_by_the_gauges_labels():
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/funnel-tracker.json").read_text())
+    targets = [t for p in dashboard["panels"] for t in p["targets"] if "funnel_step_" in t["expr"]]
+    assert len(targets) >= 4
+    for target in targets:
+        selected = re.findall(r"(\w+)\s*=~?", target["expr"])
+        legend = re.findall(r"\{\{(\w+)\}\}", target["legendFormat"])
+        assert set(selected) | set(legend) <= set(services.api.metrics.LABELS), target
+        assert {"funnel_id", "step"} <= set(legend), "two steps or funnels would share a legend"
