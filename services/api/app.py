@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api import analysis_routes, funnels_routes, metrics, webhooks_routes
+from services.api import analysis_routes, errors, funnels_routes, metrics, webhooks_routes
 from services.api.report_cache import ReportCache
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
@@ -62,7 +62,9 @@ def create_app(
         version="1",
         lifespan=lifespan,
         description="Funnels as resources, reports, trends, forecasts and plans.",
+        max_body_size=settings.max_body_bytes,
     )
+    errors.install(app)
     app.mount("/metrics", make_asgi_app())
     app.include_router(analysis_routes.router)
     app.include_router(funnels_routes.router)

@@ -8,34 +8,40 @@ import secrets
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
-from pydantic import Field
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import AfterValidator, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import Admin
-from services.api.funnels_routes import parse_instant
+from services.api.body import StrictJsonRoute
+from services.api.errors import refuse
+from services.api.limits import parsable_url, parse_instant, well_formed_id
 from services.api.schemas import Strict
 from shared.events import format_time, from_micros, to_micros
 from shared.keys import KeyGrant, now_us
 from shared.netguard import UnsafeUrl, check_url, parse_networks
 from shared.tables import funnels, webhook_attempts, webhook_deliveries, webhook_endpoints
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=StrictJsonRoute)
 EventType = Literal["remarketing.due", "funnel.step_reached", "funnel.converted"]
 ROTATION_OVERLAP_US = 24 * 3600 * 1_000_000
 
 
+Url = Annotated[str, Field(min_length=8, max_length=2000), AfterValidator(parsable_url)]
+FunnelId = Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class WebhookIn(Strict):
-    url: Annotated[str, Field(min_length=8, max_length=2000)]
+    url: Url
     event_types: Annotated[list[EventType], Field(min_length=1)]
-    funnel_id: str | None = Field(None, description="Only this funnel's events.")
+    funnel_id: FunnelId | None = Field(None, description="Only this funnel's events.")
 
 
 class WebhookPatch(Strict):
-    url: Annotated[str, Field(min_length=8, max_length=2000)] | None = None
+    url: Url | None = None
     event_types: Annotated[list[EventType], Field(min_length=1)] | None = None
-    funnel_id: str | None = None
+    funnel_id: FunnelId | None = None
     enabled: bool | None = Field(None, description="true re-enables a disabled endpoint.")
 
 
@@ -62,11 +68,13 @@ async def _safe(request: Request, url: str) -> None:
     allowed = parse_networks(request.app.state.api.settings.webhook_allowed_networks)
     try:
         await asyncio.to_thread(check_url, url, allowed)
-    except UnsafeUrl as exc:
-        raise HTTPException(422, str(exc)) from exc
+    except (UnsafeUrl, ValueError) as exc:
+        refuse(422, "url", str(exc).removeprefix("url: "))
 
 
 async def _endpoint(session: AsyncSession, grant: KeyGrant, webhook_id: str) -> Any:
+    if not well_formed_id(webhook_id):
+        refuse(404, "webhook_id", f"no webhook {webhook_id!r} in this project")
     row = (
         await session.execute(
             select(webhook_endpoints).where(
@@ -76,7 +84,7 @@ async def _endpoint(session: AsyncSession, grant: KeyGrant, webhook_id: str) -> 
         )
     ).first()
     if row is None:
-        raise HTTPException(404, f"webhook_id: no webhook {webhook_id!r} in this project")
+        refuse(404, "webhook_id", f"no webhook {webhook_id!r} in this project")
     return row
 
 
@@ -89,7 +97,7 @@ async def _check_funnel(session: AsyncSession, grant: KeyGrant, funnel_id: str |
         )
     )
     if found is None:
-        raise HTTPException(422, f"funnel_id: no funnel {funnel_id!r} in this project")
+        refuse(422, "funnel_id", f"no funnel {funnel_id!r} in this project")
 
 
 @router.post("", status_code=201)
@@ -241,6 +249,8 @@ async def replay(
     webhook_id: str, delivery_id: str, request: Request, grant: Admin
 ) -> dict[str, Any]:
     """Send a delivery again now (same webhook id), whatever its status."""
+    if not well_formed_id(delivery_id):
+        refuse(404, "delivery_id", f"no delivery {delivery_id!r} for this webhook")
     async with request.app.state.api.sessions.begin() as session:
         await _endpoint(session, grant, webhook_id)
         result: Any = await session.execute(
@@ -252,7 +262,7 @@ async def replay(
             .values(status="pending", next_attempt_us=now_us(), updated_at_us=now_us())
         )
     if result.rowcount != 1:
-        raise HTTPException(404, f"delivery_id: no delivery {delivery_id!r} for this webhook")
+        refuse(404, "delivery_id", f"no delivery {delivery_id!r} for this webhook")
     return {"replayed": 1}
 
 
@@ -261,7 +271,9 @@ async def replay_failed(
     webhook_id: str,
     request: Request,
     grant: Admin,
-    since: Annotated[str, Query(description="Failed deliveries created since (RFC 3339)")],
+    since: Annotated[
+        str, Query(max_length=64, description="Failed deliveries created since (RFC 3339)")
+    ],
 ) -> dict[str, Any]:
     """Send every failed delivery created since a time again."""
     start = to_micros(parse_instant("since", since, from_micros(0)))
