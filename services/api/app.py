@@ -62,9 +62,8 @@ def create_app(
         version="1",
         lifespan=lifespan,
         description="Funnels as resources, reports, trends, forecasts and plans.",
-        max_body_size=settings.max_body_bytes,
     )
-    errors.install(app)
+    errors.install(app, settings.max_body_bytes)
     app.mount("/metrics", make_asgi_app())
     app.include_router(analysis_routes.router)
     app.include_router(funnels_routes.router)

@@ -1,9 +1,10 @@
 """JSON request bodies read strictly: every value must be one the database can store.
 
 The standard library's JSON reader, which FastAPI uses, accepts ``NaN`` and ``Infinity``
-(a NaN condition value would then pass as a number) and integers of any size (which JSON
-columns cannot hold). Here such values, strings with U+0000 and nesting past
-:data:`~shared.events.MAX_DEPTH` are refused with a 422 naming the field.
+(a NaN condition value would then pass as a number), integers of any size (which JSON
+columns cannot hold) and lone surrogates (``"\\ud800"``, which no UTF-8 text can hold).
+Here such values, strings with U+0000 and nesting past :data:`~shared.events.MAX_DEPTH`
+are refused with a 422 naming the field.
 """
 
 from __future__ import annotations
@@ -54,23 +55,40 @@ def loads(raw: bytes) -> Any:
         refuse(422, "(body)", f"nests deeper than {MAX_DEPTH} levels")
     except UnicodeDecodeError:
         refuse(422, "(body)", "must be UTF-8 encoded JSON")
-    found = _number_at(doc, "", 0) or unstorable(doc, "")
+    found = _unkeepable_at(doc, "", 0) or unstorable(doc, "")
     if found is not None:
         refuse(422, found[0].removeprefix(".") or "(body)", found[1])
     return doc
 
 
-def _number_at(value: Any, path: str, depth: int) -> tuple[str, str] | None:
+def _unkeepable_at(value: Any, path: str, depth: int) -> tuple[str, str] | None:
+    """A refused number literal, or a string UTF-8 cannot encode (a lone surrogate)."""
     if isinstance(value, _Refused):
         return path, value.reason
+    if isinstance(value, str):
+        return None if _encodable(value) else (path, _SURROGATE)
     if depth > MAX_DEPTH or not isinstance(value, dict | list):
         return None
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
-        found = _number_at(item, f"{path}.{key}", depth + 1)
+        inner = f"{path}.{key}"
+        if isinstance(key, str) and not _encodable(key):
+            return inner, f"key {_SURROGATE}"
+        found = _unkeepable_at(item, inner, depth + 1)
         if found is not None:
             return found
     return None
+
+
+_SURROGATE = "must not contain a lone surrogate (\\ud800-\\udfff); send UTF-16 pairs whole"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class StrictJsonRequest(Request):

@@ -17,7 +17,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.errors import ErrorBody, error_body, from_validation, problem
 
@@ -115,15 +118,26 @@ def unreachable(exc: BaseException) -> bool:
     )
 
 
+def _answer(found: list[dict[str, Any]], status: int, **options: Any) -> JSONResponse:
+    # A field may be named by a lone surrogate the client sent, which UTF-8 cannot carry.
+    safe = [
+        {
+            k: v.encode(errors="backslashreplace").decode() if isinstance(v, str) else v
+            for k, v in item.items()
+        }
+        for item in found
+    ]
+    return JSONResponse({"detail": safe}, status, **options)
+
+
 async def _http_error(_request: Request, raised: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, raised)
-    body = {"detail": items(exc.status_code, exc.detail)}
-    return JSONResponse(body, exc.status_code, headers=exc.headers)
+    return _answer(items(exc.status_code, exc.detail), exc.status_code, headers=exc.headers)
 
 
 async def _invalid(_request: Request, raised: Exception) -> JSONResponse:
     exc = cast(RequestValidationError, raised)
-    return JSONResponse({"detail": validation_items(list(exc.errors()))}, 422)
+    return _answer(validation_items(list(exc.errors())), 422)
 
 
 async def _database(request: Request, exc: Exception) -> JSONResponse:
@@ -138,8 +152,27 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def install(app: FastAPI) -> None:
+class DeclaredSizeLimit:
+    """A 413 in the error shape for a body whose Content-Length is over ``limit``, before it
+    is read. (Starlette's limiter answers such a body in plain text; it still stops bodies
+    sent without a length, and their 413 goes through the handlers here.)"""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = Headers(scope=scope).get("content-length") if scope["type"] == "http" else None
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            reason = f"the request body may be at most {self.limit:,} bytes"
+            await JSONResponse(error_body("(body)", reason), 413)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def install(app: FastAPI, max_body_bytes: int) -> None:
     """Answer every error with the one body shape."""
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=max_body_bytes)
+    app.add_middleware(DeclaredSizeLimit, limit=max_body_bytes)  # the outer one
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(sa.SQLAlchemyError, _database)
