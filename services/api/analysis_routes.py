@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import Field, model_validator
 
 from services.api import analysis, repository
 from services.api.analysis import Interval
 from services.api.auth import Admin, Reader
 from services.api.body import StrictJsonRoute
 from services.api.chart import funnel_svg
-from services.api.errors import refuse
+from services.api.errors import declared, refuse
 from services.api.funnels_routes import (
     _require,
     _view,
@@ -28,7 +27,15 @@ from services.api.funnels_routes import (
 from services.api.limits import check_cohorts
 from services.api.report import Window
 from services.api.reporting import cohort_reports, pipeline
-from services.api.schemas import FromTemplate, Strict
+from services.api.response_models import (
+    DiagnosisOut,
+    ForecastOut,
+    FunnelOut,
+    PlanOut,
+    TemplateList,
+    TrendsOut,
+)
+from services.api.schemas import FromTemplate, PlanIn
 from services.api.templates import TEMPLATES, template_definition
 from shared.events import format_time, to_micros
 from shared.funnel import CountMode, definition_from_doc
@@ -39,7 +46,12 @@ To = Annotated[str | None, Query(max_length=64, description="Entries until (excl
 Count = CountMode | None
 
 
-@router.get("/v1/funnel-templates")
+@router.get(
+    "/v1/funnel-templates",
+    response_model=TemplateList,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 503),
+)
 async def list_templates(_grant: Reader) -> dict[str, Any]:
     """The ready funnel models, with the re-marketing rules they propose."""
     return {
@@ -55,7 +67,13 @@ async def list_templates(_grant: Reader) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/funnels/from-template", status_code=201)
+@router.post(
+    "/v1/funnels/from-template",
+    status_code=201,
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 413, 422, 503),
+)
 async def create_from_template(
     body: FromTemplate, request: Request, grant: Admin
 ) -> dict[str, Any]:
@@ -73,7 +91,12 @@ async def create_from_template(
     return _view(await _require(request, grant.project_id, funnel_id))
 
 
-@router.get("/v1/funnels/{funnel_id}/trends")
+@router.get(
+    "/v1/funnels/{funnel_id}/trends",
+    response_model=TrendsOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def trends(
     funnel_id: str,
     request: Request,
@@ -117,7 +140,12 @@ async def trends(
     }
 
 
-@router.get("/v1/funnels/{funnel_id}/forecast")
+@router.get(
+    "/v1/funnels/{funnel_id}/forecast",
+    response_model=ForecastOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def forecast(
     funnel_id: str,
     request: Request,
@@ -143,28 +171,12 @@ async def forecast(
     }
 
 
-class PlanIn(Strict):
-    """A goal per period; rates default to those measured over the range (from, to)."""
-
-    period: Literal["year", "quarter", "month", "week", "day"] = "year"
-    target_conversions: Annotated[float, Field(gt=0, le=1e15)] | None = None
-    target_value: Annotated[float, Field(gt=0, le=1e15)] | None = None
-    average_value: Annotated[float, Field(gt=0, le=1e15)] | None = None
-    overall_rate: Annotated[float, Field(gt=0, le=1)] | None = None
-    step_rates: list[Annotated[float, Field(gt=0, le=1)]] | None = None
-    from_: str | None = Field(None, alias="from", max_length=64)
-    to: str | None = Field(None, max_length=64)
-
-    @model_validator(mode="after")
-    def _has_target(self) -> PlanIn:
-        if (self.target_conversions is None) == (self.target_value is None):
-            raise ValueError(
-                "target_conversions: give exactly one of target_conversions and target_value"
-            )
-        return self
-
-
-@router.post("/v1/funnels/{funnel_id}/plan")
+@router.post(
+    "/v1/funnels/{funnel_id}/plan",
+    response_model=PlanOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 413, 422, 503),
+)
 async def make_plan(
     funnel_id: str, body: PlanIn, request: Request, grant: Reader
 ) -> dict[str, Any]:
@@ -218,7 +230,12 @@ async def make_plan(
     }
 
 
-@router.get("/v1/funnels/{funnel_id}/diagnosis")
+@router.get(
+    "/v1/funnels/{funnel_id}/diagnosis",
+    response_model=DiagnosisOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def diagnosis(
     funnel_id: str,
     request: Request,
@@ -247,7 +264,17 @@ async def diagnosis(
     }
 
 
-@router.get("/v1/funnels/{funnel_id}/chart.svg", response_class=Response)
+SVG = {
+    "description": "An SVG picture.",
+    "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+}
+
+
+@router.get(
+    "/v1/funnels/{funnel_id}/chart.svg",
+    response_class=Response,  # no media type of its own: errors stay application/json
+    responses={200: SVG, **declared(400, 401, 403, 404, 422, 503)},
+)
 async def chart(
     funnel_id: str,
     request: Request,

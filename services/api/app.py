@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import analysis_routes, errors, funnels_routes, metrics, webhooks_routes
 from services.api.report_cache import ReportCache
+from services.api.response_models import Health
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
 
@@ -69,7 +70,7 @@ def create_app(
     app.include_router(funnels_routes.router)
     app.include_router(webhooks_routes.router)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     async def healthz() -> dict[str, Any]:
         return {"status": "ok"}
 

@@ -47,7 +47,7 @@ def refuse(
     raise HTTPException(status, [problem(field, reason)], headers=headers)
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def declared(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer."""
     return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
 

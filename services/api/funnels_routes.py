@@ -14,11 +14,12 @@ from pydantic import ValidationError
 from services.api import metrics, repository
 from services.api.auth import Admin, Reader
 from services.api.body import StrictJsonRoute
-from services.api.errors import refuse
+from services.api.errors import declared, refuse
 from services.api.limits import bounded_range, well_formed_id
 from services.api.report import Breakdown, FunnelReport, Window
 from services.api.report_cache import Computed
 from services.api.reporting import compute_report, valid_until
+from services.api.response_models import FunnelList, FunnelOut, ReportOut
 from services.api.schemas import FunnelIn, FunnelPatch
 from shared.events import format_time, from_micros, to_micros
 from shared.funnel import CountMode, FunnelDefinition, definition_from_doc
@@ -64,7 +65,13 @@ async def _require(request: Request, project_id: str, funnel_id: str) -> reposit
     return row
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 413, 422, 503),
+)
 async def create_funnel(body: FunnelIn, request: Request, grant: Admin) -> dict[str, Any]:
     """Define a funnel; its history is backfilled from stored events."""
     definition = stamp_rules(body.model_dump(), previous=None)
@@ -73,26 +80,46 @@ async def create_funnel(body: FunnelIn, request: Request, grant: Admin) -> dict[
     return _view(await _require(request, grant.project_id, funnel_id))
 
 
-@router.get("")
+@router.get(
+    "",
+    response_model=FunnelList,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 503),
+)
 async def list_funnels(request: Request, grant: Reader) -> dict[str, Any]:
     async with _sessions(request)() as session:
         rows = await repository.list_funnels(session, grant.project_id)
     return {"funnels": [_view(r) for r in rows]}
 
 
-@router.get("/{funnel_id}")
+@router.get(
+    "/{funnel_id}",
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def get_funnel(funnel_id: str, request: Request, grant: Reader) -> dict[str, Any]:
     return _view(await _require(request, grant.project_id, funnel_id))
 
 
-@router.put("/{funnel_id}")
+@router.put(
+    "/{funnel_id}",
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 413, 422, 503),
+)
 async def replace_funnel(
     funnel_id: str, body: FunnelIn, request: Request, grant: Admin
 ) -> dict[str, Any]:
     return await _change(request, grant.project_id, funnel_id, body.model_dump())
 
 
-@router.patch("/{funnel_id}")
+@router.patch(
+    "/{funnel_id}",
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 413, 422, 503),
+)
 async def patch_funnel(
     funnel_id: str, body: FunnelPatch, request: Request, grant: Admin
 ) -> dict[str, Any]:
@@ -116,7 +143,7 @@ async def _change(
     return _view(await _require(request, project_id, funnel_id))
 
 
-@router.delete("/{funnel_id}", status_code=204)
+@router.delete("/{funnel_id}", status_code=204, responses=declared(401, 403, 404, 422, 503))
 async def delete_funnel(funnel_id: str, request: Request, grant: Admin) -> Response:
     await _require(request, grant.project_id, funnel_id)
     async with _sessions(request).begin() as session:
@@ -144,7 +171,12 @@ def stamp_rules(definition: dict[str, Any], previous: dict[str, Any] | None) -> 
     return definition
 
 
-@router.get("/{funnel_id}/report")
+@router.get(
+    "/{funnel_id}/report",
+    response_model=ReportOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def report(
     funnel_id: str,
     request: Request,

@@ -8,7 +8,7 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from services.api.limits import printable
+from services.api.limits import parsable_url, printable
 from shared.funnel import (
     DEFAULT_WINDOW_S,
     MAX_STEPS,
@@ -151,3 +151,44 @@ class FromTemplate(Strict):
     window_seconds: Annotated[int, Field(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] | None = None
     breakdowns: Breakdowns | None = None
     value_property: Name | None = None
+
+
+class PlanIn(Strict):
+    """A goal per period; rates default to those measured over the range (from, to)."""
+
+    period: Literal["year", "quarter", "month", "week", "day"] = "year"
+    target_conversions: Annotated[float, Field(gt=0, le=1e15)] | None = None
+    target_value: Annotated[float, Field(gt=0, le=1e15)] | None = None
+    average_value: Annotated[float, Field(gt=0, le=1e15)] | None = None
+    overall_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    step_rates: list[Annotated[float, Field(gt=0, le=1)]] | None = None
+    from_: str | None = Field(None, alias="from", max_length=64)
+    to: str | None = Field(None, max_length=64)
+
+    @model_validator(mode="after")
+    def _has_target(self) -> PlanIn:
+        if (self.target_conversions is None) == (self.target_value is None):
+            raise ValueError(
+                "target_conversions: give exactly one of target_conversions and target_value"
+            )
+        return self
+
+
+EventType = Literal["remarketing.due", "funnel.step_reached", "funnel.converted"]
+
+
+Url = Annotated[str, Field(min_length=8, max_length=2000), AfterValidator(parsable_url)]
+FunnelId = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class WebhookIn(Strict):
+    url: Url
+    event_types: Annotated[list[EventType], Field(min_length=1)]
+    funnel_id: FunnelId | None = Field(None, description="Only this funnel's events.")
+
+
+class WebhookPatch(Strict):
+    url: Url | None = None
+    event_types: Annotated[list[EventType], Field(min_length=1)] | None = None
+    funnel_id: FunnelId | None = None
+    enabled: bool | None = Field(None, description="true re-enables a disabled endpoint.")

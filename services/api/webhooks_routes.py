@@ -9,40 +9,29 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AfterValidator, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import Admin
 from services.api.body import StrictJsonRoute
-from services.api.errors import refuse
-from services.api.limits import parsable_url, parse_instant, well_formed_id
-from services.api.schemas import Strict
+from services.api.errors import declared, refuse
+from services.api.limits import parse_instant, well_formed_id
+from services.api.response_models import (
+    DeliveryList,
+    Replayed,
+    RotatedWebhook,
+    WebhookList,
+    WebhookOut,
+    WebhookWithSecret,
+)
+from services.api.schemas import WebhookIn, WebhookPatch
 from shared.events import format_time, from_micros, to_micros
 from shared.keys import KeyGrant, now_us
 from shared.netguard import UnsafeUrl, check_url, parse_networks
 from shared.tables import funnels, webhook_attempts, webhook_deliveries, webhook_endpoints
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=StrictJsonRoute)
-EventType = Literal["remarketing.due", "funnel.step_reached", "funnel.converted"]
 ROTATION_OVERLAP_US = 24 * 3600 * 1_000_000
-
-
-Url = Annotated[str, Field(min_length=8, max_length=2000), AfterValidator(parsable_url)]
-FunnelId = Annotated[str, Field(min_length=1, max_length=100)]
-
-
-class WebhookIn(Strict):
-    url: Url
-    event_types: Annotated[list[EventType], Field(min_length=1)]
-    funnel_id: FunnelId | None = Field(None, description="Only this funnel's events.")
-
-
-class WebhookPatch(Strict):
-    url: Url | None = None
-    event_types: Annotated[list[EventType], Field(min_length=1)] | None = None
-    funnel_id: FunnelId | None = None
-    enabled: bool | None = Field(None, description="true re-enables a disabled endpoint.")
 
 
 def new_secret() -> str:
@@ -100,7 +89,13 @@ async def _check_funnel(session: AsyncSession, grant: KeyGrant, funnel_id: str |
         refuse(422, "funnel_id", f"no funnel {funnel_id!r} in this project")
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    response_model=WebhookWithSecret,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 413, 422, 503),
+)
 async def create_webhook(body: WebhookIn, request: Request, grant: Admin) -> dict[str, Any]:
     """Subscribe a URL; the answer shows the signing secret (keep it: it is shown here)."""
     await _safe(request, body.url)
@@ -124,7 +119,12 @@ async def create_webhook(body: WebhookIn, request: Request, grant: Admin) -> dic
     return _view(row, with_secret=True)
 
 
-@router.get("")
+@router.get(
+    "",
+    response_model=WebhookList,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 503),
+)
 async def list_webhooks(request: Request, grant: Admin) -> dict[str, Any]:
     async with request.app.state.api.sessions() as session:
         rows = await session.execute(
@@ -135,13 +135,23 @@ async def list_webhooks(request: Request, grant: Admin) -> dict[str, Any]:
         return {"webhooks": [_view(r) for r in rows]}
 
 
-@router.get("/{webhook_id}")
+@router.get(
+    "/{webhook_id}",
+    response_model=WebhookOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def get_webhook(webhook_id: str, request: Request, grant: Admin) -> dict[str, Any]:
     async with request.app.state.api.sessions() as session:
         return _view(await _endpoint(session, grant, webhook_id))
 
 
-@router.patch("/{webhook_id}")
+@router.patch(
+    "/{webhook_id}",
+    response_model=WebhookOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 413, 422, 503),
+)
 async def patch_webhook(
     webhook_id: str, body: WebhookPatch, request: Request, grant: Admin
 ) -> dict[str, Any]:
@@ -164,7 +174,7 @@ async def patch_webhook(
         return _view(await _endpoint(session, grant, webhook_id))
 
 
-@router.delete("/{webhook_id}", status_code=204)
+@router.delete("/{webhook_id}", status_code=204, responses=declared(401, 403, 404, 422, 503))
 async def delete_webhook(webhook_id: str, request: Request, grant: Admin) -> Response:
     async with request.app.state.api.sessions.begin() as session:
         await _endpoint(session, grant, webhook_id)
@@ -174,7 +184,12 @@ async def delete_webhook(webhook_id: str, request: Request, grant: Admin) -> Res
     return Response(status_code=204)
 
 
-@router.post("/{webhook_id}/rotate-secret")
+@router.post(
+    "/{webhook_id}/rotate-secret",
+    response_model=RotatedWebhook,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def rotate_secret(webhook_id: str, request: Request, grant: Admin) -> dict[str, Any]:
     """A new secret; the old one keeps signing (beside the new) for 24 hours."""
     stamp = now_us()
@@ -196,7 +211,12 @@ async def rotate_secret(webhook_id: str, request: Request, grant: Admin) -> dict
     return view
 
 
-@router.get("/{webhook_id}/deliveries")
+@router.get(
+    "/{webhook_id}/deliveries",
+    response_model=DeliveryList,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def deliveries(
     webhook_id: str,
     request: Request,
@@ -244,7 +264,12 @@ async def deliveries(
     }
 
 
-@router.post("/{webhook_id}/deliveries/{delivery_id}/replay")
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/replay",
+    response_model=Replayed,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def replay(
     webhook_id: str, delivery_id: str, request: Request, grant: Admin
 ) -> dict[str, Any]:
@@ -266,7 +291,12 @@ async def replay(
     return {"replayed": 1}
 
 
-@router.post("/{webhook_id}/replay")
+@router.post(
+    "/{webhook_id}/replay",
+    response_model=Replayed,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def replay_failed(
     webhook_id: str,
     request: Request,
