@@ -18,6 +18,7 @@ from services.api.report_cache import ReportCache
 from services.api.response_models import Health
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
+from shared.docs import offline_docs_app
 
 
 @dataclass
@@ -58,7 +59,7 @@ def create_app(
             if engine is not None:
                 await engine.dispose()
 
-    app = FastAPI(
+    app = offline_docs_app(
         title="Funnel Tracker API",
         version="1",
         lifespan=lifespan,

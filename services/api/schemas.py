@@ -20,12 +20,20 @@ from shared.funnel import (
     Order,
 )
 
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
+# The pattern documents printable() for clients; printable() checks it, with a clearer reason.
+NO_CONTROL = {"pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"}
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra=NO_CONTROL),
+    AfterValidator(printable),
+]
 Rate = Annotated[float, Field(ge=0, le=1)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields refused, and no silent conversions: ``false`` is not 0, "60" not 60."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ConditionIn(Strict):
@@ -188,7 +196,16 @@ class WebhookIn(Strict):
 
 
 class WebhookPatch(Strict):
+    """Fields to change; ``funnel_id: null`` makes the endpoint hear every funnel again."""
+
     url: Url | None = None
     event_types: Annotated[list[EventType], Field(min_length=1)] | None = None
     funnel_id: FunnelId | None = None
     enabled: bool | None = Field(None, description="true re-enables a disabled endpoint.")
+
+    @model_validator(mode="after")
+    def _kept_fields_not_null(self) -> WebhookPatch:
+        for name in ("url", "event_types", "enabled"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name}: must not be null (leave it out to keep it)")
+        return self
