@@ -53,7 +53,7 @@ def declared(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _DESCRIPTIONS = {
-    400: "A query parameter is out of range or inconsistent.",
+    400: "A date range or parameter is out of bounds or inconsistent.",
     401: "No API key, or an unknown or revoked one.",
     403: "The key's scope does not allow this.",
     404: "No such resource in this project.",
