@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
-from pydantic import Field, model_validator
+from fastapi import APIRouter, Query, Request, Response
 
 from services.api import analysis, repository
 from services.api.analysis import Interval
 from services.api.auth import Admin, Reader
+from services.api.body import StrictJsonRoute
 from services.api.chart import funnel_svg
+from services.api.errors import declared, refuse
 from services.api.funnels_routes import (
     _require,
     _view,
@@ -20,21 +22,36 @@ from services.api.funnels_routes import (
     kept_report,
     report_range,
     stamp_rules,
+    validated,
 )
+from services.api.limits import check_cohorts
 from services.api.report import Window
 from services.api.reporting import cohort_reports, pipeline
-from services.api.schemas import FromTemplate, FunnelIn, Strict
+from services.api.response_models import (
+    DiagnosisOut,
+    ForecastOut,
+    FunnelOut,
+    PlanOut,
+    TemplateList,
+    TrendsOut,
+)
+from services.api.schemas import FromTemplate, PlanIn
 from services.api.templates import TEMPLATES, template_definition
 from shared.events import format_time, to_micros
 from shared.funnel import CountMode, definition_from_doc
 
-router = APIRouter(tags=["analysis"])
-From = Annotated[str | None, Query(alias="from", description="Entries from (incl.)")]
-To = Annotated[str | None, Query(description="Entries until (excl.); default now")]
+router = APIRouter(tags=["analysis"], route_class=StrictJsonRoute)
+From = Annotated[str | None, Query(alias="from", max_length=64, description="Entries from (incl.)")]
+To = Annotated[str | None, Query(max_length=64, description="Entries until (excl.); default now")]
 Count = CountMode | None
 
 
-@router.get("/v1/funnel-templates")
+@router.get(
+    "/v1/funnel-templates",
+    response_model=TemplateList,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 503),
+)
 async def list_templates(_grant: Reader) -> dict[str, Any]:
     """The ready funnel models, with the re-marketing rules they propose."""
     return {
@@ -50,25 +67,36 @@ async def list_templates(_grant: Reader) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/funnels/from-template", status_code=201)
+@router.post(
+    "/v1/funnels/from-template",
+    status_code=201,
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 413, 422, 503),
+)
 async def create_from_template(
     body: FromTemplate, request: Request, grant: Admin
 ) -> dict[str, Any]:
     doc = template_definition(body.template)
     if body.events is not None:
         if len(body.events) != len(doc["steps"]):
-            raise HTTPException(422, f"events: the template has {len(doc['steps'])} steps")
+            refuse(422, "events", f"the template has {len(doc['steps'])} steps")
         for step, event in zip(doc["steps"], body.events, strict=True):
             step["event"] = event or step["event"]
     overrides = body.model_dump(exclude_unset=True, exclude={"events"})
-    definition = FunnelIn.model_validate({**doc, **overrides}).model_dump()
+    definition = validated({**doc, **overrides})
     stamp_rules(definition, previous=None)
     async with request.app.state.api.sessions.begin() as session:
         funnel_id = await repository.create_funnel(session, grant.project_id, definition)
     return _view(await _require(request, grant.project_id, funnel_id))
 
 
-@router.get("/v1/funnels/{funnel_id}/trends")
+@router.get(
+    "/v1/funnels/{funnel_id}/trends",
+    response_model=TrendsOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def trends(
     funnel_id: str,
     request: Request,
@@ -83,9 +111,8 @@ async def trends(
     definition = definition_from_doc(row.definition)
     start, end, window = report_range(request, from_, to)
     zone = ZoneInfo(row.definition.get("timezone") or "UTC")
+    check_cohorts(start, end, interval)
     bounds = list(analysis.cohort_bounds(start, end, interval, zone))
-    if len(bounds) > 1000:
-        raise HTTPException(400, "interval: more than 1,000 cohorts; widen it or narrow the range")
     mode = count or row.definition.get("count", "uniques")
     windows = [Window(to_micros(a), to_micros(b), window.now) for a, b in bounds]
     async with request.app.state.api.sessions() as session:
@@ -113,7 +140,12 @@ async def trends(
     }
 
 
-@router.get("/v1/funnels/{funnel_id}/forecast")
+@router.get(
+    "/v1/funnels/{funnel_id}/forecast",
+    response_model=ForecastOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def forecast(
     funnel_id: str,
     request: Request,
@@ -139,26 +171,12 @@ async def forecast(
     }
 
 
-class PlanIn(Strict):
-    """A goal per period; rates default to those measured over the range (from, to)."""
-
-    period: Literal["year", "quarter", "month", "week", "day"] = "year"
-    target_conversions: Annotated[float, Field(gt=0)] | None = None
-    target_value: Annotated[float, Field(gt=0)] | None = None
-    average_value: Annotated[float, Field(gt=0)] | None = None
-    overall_rate: Annotated[float, Field(gt=0, le=1)] | None = None
-    step_rates: list[Annotated[float, Field(gt=0, le=1)]] | None = None
-    from_: str | None = Field(None, alias="from")
-    to: str | None = None
-
-    @model_validator(mode="after")
-    def _has_target(self) -> PlanIn:
-        if (self.target_conversions is None) == (self.target_value is None):
-            raise ValueError("target_conversions or target_value: give exactly one")
-        return self
-
-
-@router.post("/v1/funnels/{funnel_id}/plan")
+@router.post(
+    "/v1/funnels/{funnel_id}/plan",
+    response_model=PlanOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 413, 422, 503),
+)
 async def make_plan(
     funnel_id: str, body: PlanIn, request: Request, grant: Reader
 ) -> dict[str, Any]:
@@ -170,7 +188,7 @@ async def make_plan(
     measured = computed.report.steps
     if body.step_rates is not None:
         if len(body.step_rates) != n - 1:
-            raise HTTPException(422, f"step_rates: need {n - 1} rates for {n} steps")
+            refuse(422, "step_rates", f"need {n - 1} rates for {n} steps")
         rates, source = list(body.step_rates), "given"
     elif body.overall_rate is not None:
         rates, source = [body.overall_rate] + [1.0] * (n - 2), "given overall"
@@ -181,9 +199,10 @@ async def make_plan(
     if average is None and body.target_value is not None:
         average = measured[-1].value_average
         if average is None:
-            raise HTTPException(
+            refuse(
                 422,
-                "average_value: none given and none measured (no value property or no conversions)",
+                "average_value",
+                "none given and none measured (no value property or no conversions)",
             )
     try:
         result = analysis.plan(
@@ -194,7 +213,10 @@ async def make_plan(
             average_value=average,
         )
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        field, _, reason = str(exc).partition(": ")
+        refuse(422, {"rates": "step_rates", "target": "target_value"}.get(field, field), reason)
+    if not all(math.isfinite(x) for x in (result.entrances_per_period, *result.persons_per_step)):
+        refuse(422, "(body)", "the plan's numbers are too large to be finite; lower the target")
     return {
         "funnel": {"id": row.id, "name": row.name},
         "period": body.period,
@@ -208,7 +230,12 @@ async def make_plan(
     }
 
 
-@router.get("/v1/funnels/{funnel_id}/diagnosis")
+@router.get(
+    "/v1/funnels/{funnel_id}/diagnosis",
+    response_model=DiagnosisOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def diagnosis(
     funnel_id: str,
     request: Request,
@@ -237,7 +264,17 @@ async def diagnosis(
     }
 
 
-@router.get("/v1/funnels/{funnel_id}/chart.svg", response_class=Response)
+SVG = {
+    "description": "An SVG picture.",
+    "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+}
+
+
+@router.get(
+    "/v1/funnels/{funnel_id}/chart.svg",
+    response_class=Response,  # no media type of its own: errors stay application/json
+    responses={200: SVG, **declared(400, 401, 403, 404, 422, 503)},
+)
 async def chart(
     funnel_id: str,
     request: Request,

@@ -12,10 +12,12 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api import analysis_routes, funnels_routes, metrics, webhooks_routes
+from services.api import analysis_routes, errors, funnels_routes, metrics, webhooks_routes
 from services.api.report_cache import ReportCache
+from services.api.response_models import Health
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
+from shared.docs import offline_docs_app
 from shared.metrics_route import add_metrics_route
 
 
@@ -57,18 +59,19 @@ def create_app(
             if engine is not None:
                 await engine.dispose()
 
-    app = FastAPI(
+    app = offline_docs_app(
         title="Funnel Tracker API",
         version="1",
         lifespan=lifespan,
         description="Funnels as resources, reports, trends, forecasts and plans.",
     )
+    errors.install(app, settings.max_body_bytes)
     add_metrics_route(app)
     app.include_router(analysis_routes.router)
     app.include_router(funnels_routes.router)
     app.include_router(webhooks_routes.router)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     async def healthz() -> dict[str, Any]:
         return {"status": "ok"}
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from services.api.errors import refuse
 from shared.keys import KeyGrant, find_key
 
 bearer = HTTPBearer(auto_error=False, description="A read (rk_…) or admin (ak_…) API key.")
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 async def _grant(
@@ -17,23 +19,23 @@ async def _grant(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> KeyGrant:
     if credentials is None:
-        raise HTTPException(401, "authorization: an API key is required (Bearer)")
+        refuse(401, "authorization", "an API key is required (Bearer)", CHALLENGE)
     async with request.app.state.api.sessions() as session:
         grant = await find_key(session, credentials.credentials)
     if grant is None:
-        raise HTTPException(401, "authorization: unknown or revoked API key")
+        refuse(401, "authorization", "unknown or revoked API key", CHALLENGE)
     return grant
 
 
 async def reader(grant: Annotated[KeyGrant, Depends(_grant)]) -> KeyGrant:
     if grant.scope == "write":
-        raise HTTPException(403, "authorization: a write key cannot read; use a read key")
+        refuse(403, "authorization", "a write key cannot read; use a read key")
     return grant
 
 
 async def admin(grant: Annotated[KeyGrant, Depends(_grant)]) -> KeyGrant:
     if grant.scope != "admin":
-        raise HTTPException(403, "authorization: this needs an admin key")
+        refuse(403, "authorization", "this needs an admin key")
     return grant
 
 

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from services.api import metrics, repository
 from services.api.auth import Admin, Reader
+from services.api.body import StrictJsonRoute
+from services.api.errors import declared, refuse
+from services.api.limits import bounded_range, well_formed_id
 from services.api.report import Breakdown, FunnelReport, Window
 from services.api.report_cache import Computed
 from services.api.reporting import compute_report, valid_until
+from services.api.response_models import FunnelList, FunnelOut, ReportOut
 from services.api.schemas import FunnelIn, FunnelPatch
 from shared.events import format_time, from_micros, to_micros
 from shared.funnel import CountMode, FunnelDefinition, definition_from_doc
 from shared.keys import now_us
 
-router = APIRouter(prefix="/v1/funnels", tags=["funnels"])
+router = APIRouter(prefix="/v1/funnels", tags=["funnels"], route_class=StrictJsonRoute)
 DAY_US = 86_400_000_000
 Served = Literal["computed", "exact", "stale"]  # how a report answer was made
 # Fields whose change alters counting, so stored progress must be recomputed.
@@ -50,14 +56,22 @@ def _view(row: repository.FunnelRow) -> dict[str, Any]:
 
 
 async def _require(request: Request, project_id: str, funnel_id: str) -> repository.FunnelRow:
-    async with _sessions(request)() as session:
-        row = await repository.get_funnel(session, project_id, funnel_id)
+    row = None
+    if well_formed_id(funnel_id):
+        async with _sessions(request)() as session:
+            row = await repository.get_funnel(session, project_id, funnel_id)
     if row is None:
-        raise HTTPException(404, f"funnel_id: no funnel {funnel_id!r} in this project")
+        refuse(404, "funnel_id", f"no funnel {funnel_id!r} in this project")
     return row
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 413, 422, 503),
+)
 async def create_funnel(body: FunnelIn, request: Request, grant: Admin) -> dict[str, Any]:
     """Define a funnel; its history is backfilled from stored events."""
     definition = stamp_rules(body.model_dump(), previous=None)
@@ -66,35 +80,52 @@ async def create_funnel(body: FunnelIn, request: Request, grant: Admin) -> dict[
     return _view(await _require(request, grant.project_id, funnel_id))
 
 
-@router.get("")
+@router.get(
+    "",
+    response_model=FunnelList,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 503),
+)
 async def list_funnels(request: Request, grant: Reader) -> dict[str, Any]:
     async with _sessions(request)() as session:
         rows = await repository.list_funnels(session, grant.project_id)
     return {"funnels": [_view(r) for r in rows]}
 
 
-@router.get("/{funnel_id}")
+@router.get(
+    "/{funnel_id}",
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def get_funnel(funnel_id: str, request: Request, grant: Reader) -> dict[str, Any]:
     return _view(await _require(request, grant.project_id, funnel_id))
 
 
-@router.put("/{funnel_id}")
+@router.put(
+    "/{funnel_id}",
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 413, 422, 503),
+)
 async def replace_funnel(
     funnel_id: str, body: FunnelIn, request: Request, grant: Admin
 ) -> dict[str, Any]:
     return await _change(request, grant.project_id, funnel_id, body.model_dump())
 
 
-@router.patch("/{funnel_id}")
+@router.patch(
+    "/{funnel_id}",
+    response_model=FunnelOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 413, 422, 503),
+)
 async def patch_funnel(
     funnel_id: str, body: FunnelPatch, request: Request, grant: Admin
 ) -> dict[str, Any]:
     current = await _require(request, grant.project_id, funnel_id)
     merged = {**current.definition, **body.model_dump(exclude_unset=True)}
-    try:
-        definition = FunnelIn.model_validate(merged).model_dump()
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    definition = validated(merged)
     return await _change(request, grant.project_id, funnel_id, definition)
 
 
@@ -112,12 +143,21 @@ async def _change(
     return _view(await _require(request, project_id, funnel_id))
 
 
-@router.delete("/{funnel_id}", status_code=204)
+@router.delete("/{funnel_id}", status_code=204, responses=declared(401, 403, 404, 422, 503))
 async def delete_funnel(funnel_id: str, request: Request, grant: Admin) -> Response:
     await _require(request, grant.project_id, funnel_id)
     async with _sessions(request).begin() as session:
         await repository.delete_funnel(session, funnel_id)
     return Response(status_code=204)
+
+
+def validated(doc: dict[str, Any]) -> dict[str, Any]:
+    """A definition assembled by the service (a patch on the stored one, a template with
+    overrides) checked as a request body is, its errors named as body fields."""
+    try:
+        return FunnelIn.model_validate(doc).model_dump()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
 
 
 def stamp_rules(definition: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -131,28 +171,22 @@ def stamp_rules(definition: dict[str, Any], previous: dict[str, Any] | None) -> 
     return definition
 
 
-def parse_instant(name: str, text: str | None, default: datetime) -> datetime:
-    """RFC 3339 (with offset) or a plain date (midnight UTC)."""
-    if text is None:
-        return default
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise HTTPException(400, f"{name}: not an RFC 3339 time or a YYYY-MM-DD date") from exc
-    if parsed.tzinfo is None:
-        raise HTTPException(400, f"{name}: needs a UTC offset, for example 2026-11-22T00:00:00Z")
-    return parsed.astimezone(UTC)
-
-
-@router.get("/{funnel_id}/report")
+@router.get(
+    "/{funnel_id}/report",
+    response_model=ReportOut,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def report(
     funnel_id: str,
     request: Request,
     grant: Reader,
-    from_: Annotated[str | None, Query(alias="from", description="Entries from (incl.)")] = None,
-    to: Annotated[str | None, Query(description="Entries until (excl.); default now")] = None,
+    from_: Annotated[
+        str | None, Query(alias="from", max_length=64, description="Entries from (incl.)")
+    ] = None,
+    to: Annotated[
+        str | None, Query(max_length=64, description="Entries until (excl.); default now")
+    ] = None,
     count: CountMode | None = None,
     breakdown: Annotated[str | None, Query(max_length=200)] = None,
     attribution: Literal["first_touch", "last_touch", "step"] = "first_touch",
@@ -255,10 +289,13 @@ def report_range(
     request: Request, from_: str | None, to: str | None
 ) -> tuple[datetime, datetime, Window]:
     settings = request.app.state.api.settings
-    end = parse_instant("to", to, datetime.now(UTC))
-    start = parse_instant("from", from_, end - timedelta(days=settings.default_range_days))
-    if start > end:
-        raise HTTPException(400, "from: must not be after to")
+    start, end = bounded_range(
+        from_,
+        to,
+        now=datetime.now(UTC),
+        default_days=settings.default_range_days,
+        max_days=settings.max_range_days,
+    )
     return start, end, Window(to_micros(start), to_micros(end), now_us())
 
 
@@ -267,11 +304,11 @@ def choose_breakdown(
 ) -> Breakdown:
     if attribution == "step":
         if prop not in definition.tracked_properties:
-            raise HTTPException(400, f"breakdown: {prop!r} is not tracked by the funnel")
+            refuse(400, "breakdown", f"{prop!r} is not tracked by the funnel")
     elif prop not in definition.breakdowns:
-        raise HTTPException(400, f"breakdown: {prop!r} is not among the funnel's breakdowns")
+        refuse(400, "breakdown", f"{prop!r} is not among the funnel's breakdowns")
     if step > len(definition.steps):
-        raise HTTPException(400, f"step: the funnel has {len(definition.steps)} steps")
+        refuse(400, "step", f"the funnel has {len(definition.steps)} steps")
     return Breakdown(prop, attribution, step, limit)
 
 

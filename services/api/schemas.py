@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from services.api.limits import parsable_url, printable
 from shared.funnel import (
     DEFAULT_WINDOW_S,
     MAX_STEPS,
@@ -18,16 +20,24 @@ from shared.funnel import (
     Order,
 )
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# The pattern documents printable() for clients; printable() checks it, with a clearer reason.
+NO_CONTROL = {"pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"}
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra=NO_CONTROL),
+    AfterValidator(printable),
+]
 Rate = Annotated[float, Field(ge=0, le=1)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields refused, and no silent conversions: ``false`` is not 0, "60" not 60."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ConditionIn(Strict):
-    property: Annotated[str, Field(min_length=1, max_length=200)]
+    property: Name
     op: Operator = "eq"
     value: Any = None
 
@@ -71,15 +81,20 @@ class RemarketingRuleIn(Strict):
     )
 
 
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones() | {"UTC"})
+
+
 def _known_zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
+    """An IANA zone name; looked up in the zone list, never as a path on disk."""
+    if name not in _zones():
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Paris)")
     return name
 
 
-TimeZone = Annotated[str, AfterValidator(_known_zone)]
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_known_zone)]
+Breakdowns = Annotated[list[Name], Field(max_length=10)]
 
 
 TemplateId = Literal["aida", "search_marketing", "ecommerce", "product_growth", "b2b_pipeline"]
@@ -94,9 +109,7 @@ class FunnelIn(Strict):
     order: Order = "ordered"
     count: CountMode = "uniques"
     exclusions: list[ExclusionIn] = Field(default_factory=list, max_length=10)
-    breakdowns: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        default_factory=list, max_length=10
-    )
+    breakdowns: Breakdowns = Field(default_factory=list)
     value_property: Name | None = None
     timezone: TimeZone = Field("UTC", description="IANA zone for day boundaries of trends.")
     remarketing: list[RemarketingRuleIn] = Field(default_factory=list, max_length=10)
@@ -129,7 +142,7 @@ class FunnelPatch(Strict):
     order: Order | None = None
     count: CountMode | None = None
     exclusions: list[ExclusionIn] | None = None
-    breakdowns: list[str] | None = None
+    breakdowns: Breakdowns | None = None
     value_property: Name | None = None
     timezone: TimeZone | None = None
     remarketing: list[RemarketingRuleIn] | None = None
@@ -144,5 +157,55 @@ class FromTemplate(Strict):
         None, description="Your event name per step, in order (null keeps the template's)."
     )
     window_seconds: Annotated[int, Field(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] | None = None
-    breakdowns: list[str] | None = None
+    breakdowns: Breakdowns | None = None
     value_property: Name | None = None
+
+
+class PlanIn(Strict):
+    """A goal per period; rates default to those measured over the range (from, to)."""
+
+    period: Literal["year", "quarter", "month", "week", "day"] = "year"
+    target_conversions: Annotated[float, Field(gt=0, le=1e15)] | None = None
+    target_value: Annotated[float, Field(gt=0, le=1e15)] | None = None
+    average_value: Annotated[float, Field(gt=0, le=1e15)] | None = None
+    overall_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    step_rates: list[Annotated[float, Field(gt=0, le=1)]] | None = None
+    from_: str | None = Field(None, alias="from", max_length=64)
+    to: str | None = Field(None, max_length=64)
+
+    @model_validator(mode="after")
+    def _has_target(self) -> PlanIn:
+        if (self.target_conversions is None) == (self.target_value is None):
+            raise ValueError(
+                "target_conversions: give exactly one of target_conversions and target_value"
+            )
+        return self
+
+
+EventType = Literal["remarketing.due", "funnel.step_reached", "funnel.converted"]
+
+
+Url = Annotated[str, Field(min_length=8, max_length=2000), AfterValidator(parsable_url)]
+FunnelId = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class WebhookIn(Strict):
+    url: Url
+    event_types: Annotated[list[EventType], Field(min_length=1)]
+    funnel_id: FunnelId | None = Field(None, description="Only this funnel's events.")
+
+
+class WebhookPatch(Strict):
+    """Fields to change; ``funnel_id: null`` makes the endpoint hear every funnel again."""
+
+    url: Url | None = None
+    event_types: Annotated[list[EventType], Field(min_length=1)] | None = None
+    funnel_id: FunnelId | None = None
+    enabled: bool | None = Field(None, description="true re-enables a disabled endpoint.")
+
+    @model_validator(mode="after")
+    def _kept_fields_not_null(self) -> WebhookPatch:
+        for name in ("url", "event_types", "enabled"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name}: must not be null (leave it out to keep it)")
+        return self

@@ -11,6 +11,8 @@ class ApiSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 8003
     default_range_days: int = 30
+    max_range_days: int = 3653  # ten years
+    max_body_bytes: int = 1_000_000
     breakdown_limit: int = 10
     gauge_range_days: int = 7
     gauge_refresh_s: float = 5.0

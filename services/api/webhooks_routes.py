@@ -8,35 +8,30 @@ import secrets
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
-from pydantic import Field
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import Admin
-from services.api.funnels_routes import parse_instant
-from services.api.schemas import Strict
+from services.api.body import StrictJsonRoute
+from services.api.errors import declared, refuse
+from services.api.limits import parse_instant, well_formed_id
+from services.api.response_models import (
+    DeliveryList,
+    Replayed,
+    RotatedWebhook,
+    WebhookList,
+    WebhookOut,
+    WebhookWithSecret,
+)
+from services.api.schemas import WebhookIn, WebhookPatch
 from shared.events import format_time, from_micros, to_micros
 from shared.keys import KeyGrant, now_us
 from shared.netguard import UnsafeUrl, check_url, parse_networks
 from shared.tables import funnels, webhook_attempts, webhook_deliveries, webhook_endpoints
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-EventType = Literal["remarketing.due", "funnel.step_reached", "funnel.converted"]
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=StrictJsonRoute)
 ROTATION_OVERLAP_US = 24 * 3600 * 1_000_000
-
-
-class WebhookIn(Strict):
-    url: Annotated[str, Field(min_length=8, max_length=2000)]
-    event_types: Annotated[list[EventType], Field(min_length=1)]
-    funnel_id: str | None = Field(None, description="Only this funnel's events.")
-
-
-class WebhookPatch(Strict):
-    url: Annotated[str, Field(min_length=8, max_length=2000)] | None = None
-    event_types: Annotated[list[EventType], Field(min_length=1)] | None = None
-    funnel_id: str | None = None
-    enabled: bool | None = Field(None, description="true re-enables a disabled endpoint.")
 
 
 def new_secret() -> str:
@@ -62,11 +57,13 @@ async def _safe(request: Request, url: str) -> None:
     allowed = parse_networks(request.app.state.api.settings.webhook_allowed_networks)
     try:
         await asyncio.to_thread(check_url, url, allowed)
-    except UnsafeUrl as exc:
-        raise HTTPException(422, str(exc)) from exc
+    except (UnsafeUrl, ValueError) as exc:
+        refuse(422, "url", str(exc).removeprefix("url: "))
 
 
 async def _endpoint(session: AsyncSession, grant: KeyGrant, webhook_id: str) -> Any:
+    if not well_formed_id(webhook_id):
+        refuse(404, "webhook_id", f"no webhook {webhook_id!r} in this project")
     row = (
         await session.execute(
             select(webhook_endpoints).where(
@@ -76,7 +73,7 @@ async def _endpoint(session: AsyncSession, grant: KeyGrant, webhook_id: str) -> 
         )
     ).first()
     if row is None:
-        raise HTTPException(404, f"webhook_id: no webhook {webhook_id!r} in this project")
+        refuse(404, "webhook_id", f"no webhook {webhook_id!r} in this project")
     return row
 
 
@@ -89,10 +86,16 @@ async def _check_funnel(session: AsyncSession, grant: KeyGrant, funnel_id: str |
         )
     )
     if found is None:
-        raise HTTPException(422, f"funnel_id: no funnel {funnel_id!r} in this project")
+        refuse(422, "funnel_id", f"no funnel {funnel_id!r} in this project")
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    response_model=WebhookWithSecret,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 413, 422, 503),
+)
 async def create_webhook(body: WebhookIn, request: Request, grant: Admin) -> dict[str, Any]:
     """Subscribe a URL; the answer shows the signing secret (keep it: it is shown here)."""
     await _safe(request, body.url)
@@ -116,7 +119,12 @@ async def create_webhook(body: WebhookIn, request: Request, grant: Admin) -> dic
     return _view(row, with_secret=True)
 
 
-@router.get("")
+@router.get(
+    "",
+    response_model=WebhookList,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 503),
+)
 async def list_webhooks(request: Request, grant: Admin) -> dict[str, Any]:
     async with request.app.state.api.sessions() as session:
         rows = await session.execute(
@@ -127,13 +135,23 @@ async def list_webhooks(request: Request, grant: Admin) -> dict[str, Any]:
         return {"webhooks": [_view(r) for r in rows]}
 
 
-@router.get("/{webhook_id}")
+@router.get(
+    "/{webhook_id}",
+    response_model=WebhookOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def get_webhook(webhook_id: str, request: Request, grant: Admin) -> dict[str, Any]:
     async with request.app.state.api.sessions() as session:
         return _view(await _endpoint(session, grant, webhook_id))
 
 
-@router.patch("/{webhook_id}")
+@router.patch(
+    "/{webhook_id}",
+    response_model=WebhookOut,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 413, 422, 503),
+)
 async def patch_webhook(
     webhook_id: str, body: WebhookPatch, request: Request, grant: Admin
 ) -> dict[str, Any]:
@@ -156,7 +174,7 @@ async def patch_webhook(
         return _view(await _endpoint(session, grant, webhook_id))
 
 
-@router.delete("/{webhook_id}", status_code=204)
+@router.delete("/{webhook_id}", status_code=204, responses=declared(401, 403, 404, 422, 503))
 async def delete_webhook(webhook_id: str, request: Request, grant: Admin) -> Response:
     async with request.app.state.api.sessions.begin() as session:
         await _endpoint(session, grant, webhook_id)
@@ -166,7 +184,12 @@ async def delete_webhook(webhook_id: str, request: Request, grant: Admin) -> Res
     return Response(status_code=204)
 
 
-@router.post("/{webhook_id}/rotate-secret")
+@router.post(
+    "/{webhook_id}/rotate-secret",
+    response_model=RotatedWebhook,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def rotate_secret(webhook_id: str, request: Request, grant: Admin) -> dict[str, Any]:
     """A new secret; the old one keeps signing (beside the new) for 24 hours."""
     stamp = now_us()
@@ -188,7 +211,12 @@ async def rotate_secret(webhook_id: str, request: Request, grant: Admin) -> dict
     return view
 
 
-@router.get("/{webhook_id}/deliveries")
+@router.get(
+    "/{webhook_id}/deliveries",
+    response_model=DeliveryList,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def deliveries(
     webhook_id: str,
     request: Request,
@@ -236,11 +264,18 @@ async def deliveries(
     }
 
 
-@router.post("/{webhook_id}/deliveries/{delivery_id}/replay")
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/replay",
+    response_model=Replayed,
+    response_model_exclude_unset=True,
+    responses=declared(401, 403, 404, 422, 503),
+)
 async def replay(
     webhook_id: str, delivery_id: str, request: Request, grant: Admin
 ) -> dict[str, Any]:
     """Send a delivery again now (same webhook id), whatever its status."""
+    if not well_formed_id(delivery_id):
+        refuse(404, "delivery_id", f"no delivery {delivery_id!r} for this webhook")
     async with request.app.state.api.sessions.begin() as session:
         await _endpoint(session, grant, webhook_id)
         result: Any = await session.execute(
@@ -252,16 +287,23 @@ async def replay(
             .values(status="pending", next_attempt_us=now_us(), updated_at_us=now_us())
         )
     if result.rowcount != 1:
-        raise HTTPException(404, f"delivery_id: no delivery {delivery_id!r} for this webhook")
+        refuse(404, "delivery_id", f"no delivery {delivery_id!r} for this webhook")
     return {"replayed": 1}
 
 
-@router.post("/{webhook_id}/replay")
+@router.post(
+    "/{webhook_id}/replay",
+    response_model=Replayed,
+    response_model_exclude_unset=True,
+    responses=declared(400, 401, 403, 404, 422, 503),
+)
 async def replay_failed(
     webhook_id: str,
     request: Request,
     grant: Admin,
-    since: Annotated[str, Query(description="Failed deliveries created since (RFC 3339)")],
+    since: Annotated[
+        str, Query(max_length=64, description="Failed deliveries created since (RFC 3339)")
+    ],
 ) -> dict[str, Any]:
     """Send every failed delivery created since a time again."""
     start = to_micros(parse_instant("since", since, from_micros(0)))

@@ -25,6 +25,7 @@ from services.ingest.ratelimit import RateLimiter
 from services.ingest.settings import IngestSettings
 from services.ingest.validation import Problem, encode, validate
 from shared.db import create_engine, sessionmaker
+from shared.docs import offline_docs_app
 from shared.events import (
     EVENTS_TOPIC,
     REJECTED_TOPIC,
@@ -77,7 +78,7 @@ def create_app(
             if engine is not None:
                 await engine.dispose()
 
-    app = FastAPI(title="Funnel Tracker ingest", version="1", lifespan=lifespan)
+    app = offline_docs_app(title="Funnel Tracker ingest", version="1", lifespan=lifespan)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],

@@ -32,7 +32,7 @@ async def test_templates_are_listed_with_their_proposed_rules(api):  # noqa: F81
 async def test_unknown_template_is_422_naming_the_field(api):  # noqa: F811
     r = await api.post("/v1/funnels/from-template", json={"template": "astrology"})
     assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"][-1] == "template"
+    assert r.json()["detail"][0]["field"] == "template"
 
 
 async def test_search_marketing_report_names_its_four_rates(api, sessions):  # noqa: F811
@@ -88,6 +88,9 @@ async def test_plan_uses_measured_rates_by_default(api, sessions):  # noqa: F811
     assert plan["entrances_per_period"] == pytest.approx(200)
     r = await api.post(f"/v1/funnels/{funnel_id}/plan", json={"period": "month"})
     assert r.status_code == 422
+    [problem] = r.json()["detail"]
+    assert problem["field"] == "target_conversions"
+    assert "exactly one of target_conversions and target_value" in problem["reason"]
 
 
 async def test_forecast_weighs_open_entries_by_stage_probability(api, sessions):  # noqa: F811

@@ -238,7 +238,9 @@ async def test_private_webhook_urls_are_refused_unless_allowed(world):
         "/v1/webhooks", json={"url": "http://10.1.2.3/hook", "event_types": ["remarketing.due"]}
     )
     assert r.status_code == 422
-    assert r.json()["detail"].startswith("url:")
+    [problem] = r.json()["detail"]
+    assert problem["field"] == "url"
+    assert "10.1.2.3, a non-public address" in problem["reason"]
 
 
 async def test_steps_reached_and_conversions_are_announced_once_live_only(world):
