@@ -53,3 +53,9 @@ WEBHOOK_PENDING = Gauge("funnel_webhook_pending", "Webhook deliveries waiting to
 WEBHOOK_SECONDS = Histogram(
     "funnel_webhook_delivery_duration_seconds", "Time for one webhook HTTP attempt."
 )
+DATABASE_ERRORS = Counter(
+    "funnel_aggregator_database_errors_total",
+    "Failures because the database was unavailable, each retried after a backoff, by"
+    " operation (offsets, batch, backfill, purge, statistics, timers, webhooks).",
+    ["operation"],
+)
