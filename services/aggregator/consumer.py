@@ -88,16 +88,21 @@ class Consumer:
         if pending:
             self._doing = "offsets"
             stored = await self._processor.load_offsets(list(pending))
+            self._answered()
             await asyncio.to_thread(self._source.start, stored, pending)
         records = await asyncio.to_thread(self._source.poll)
         if records:
             self._doing = "batch"
             committed = await self._processor.apply(records, self._source.expected())
+            self._answered()
             await asyncio.to_thread(self._source.committed, committed)
             _observe_age(records[-1].timestamp_ms, records[-1].partition)
-        if self._backoff.failures:
-            log.info("applying again after %.1f s of failures", self._backoff.reset())
         await self._chores(idle=not records)
+
+    def _answered(self) -> None:
+        """The database answered: the failures, if any, are over."""
+        if self._backoff.failures:
+            log.info("the database answers again after %.1f s of failures", self._backoff.reset())
 
     async def _failed(self, exc: Exception) -> None:
         """Rewind, then wait out the backoff while keeping the group membership."""
@@ -142,6 +147,9 @@ class Consumer:
                     raise
                 log.exception("%s failed; again in %.0f s", name, AFTER_FAILURE_S)
                 self._due[name] = now + AFTER_FAILURE_S
+                continue
+            if name != "lag":
+                self._answered()
 
     async def _lag(self) -> None:
         for (_, partition), lag in (await asyncio.to_thread(self._source.lag)).items():

@@ -43,6 +43,7 @@ class DatabaseKeyStore:
         self._cache_s = cache_s
         self._capacity = capacity
         self._cache: dict[str, tuple[float, KeyGrant | None]] = {}
+        self._unavailable = False  # logged once per outage, not once per request
 
     async def project_for(self, key: str) -> str | None:
         now = time.monotonic()
@@ -54,15 +55,23 @@ class DatabaseKeyStore:
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
+                self._went_away(exc)
                 if hit is None:
                     raise KeysUnavailable(str(exc)) from exc
-                log.warning("key lookup failed (%s); serving its last answer", exc)
                 grant = hit[1]  # kept, and asked again on the next request
             else:
+                if self._unavailable:
+                    self._unavailable = False
+                    log.info("key lookups answered again")
                 self._remember(key, (now + self._cache_s, grant))
         else:
             grant = hit[1]
         return grant.project_id if grant and grant.scope == "write" else None
+
+    def _went_away(self, exc: Exception) -> None:
+        if not self._unavailable:
+            self._unavailable = True
+            log.warning("key lookups fail (%s); known keys keep their last answer", exc)
 
     def _remember(self, key: str, entry: tuple[float, KeyGrant | None]) -> None:
         if key not in self._cache and len(self._cache) >= self._capacity:
