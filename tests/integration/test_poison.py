@@ -28,10 +28,15 @@ FUNNEL = {"name": "f", "steps": [{"event": s} for s in "abc"], "breakdowns": ["c
 HORIZON_US = to_micros(T0) - 86_400 * 1_000_000  # a day before the stream begins
 
 
-async def _funnel(sessions) -> str:
+async def _ready(sessions) -> tuple[str, Processor]:
+    """The funnel, and a processor that has backfilled it (so it counts live)."""
     async with sessions.begin() as session:
         await create_key(session, PROJECT, "admin")
-        return await api_repo.create_funnel(session, PROJECT, FUNNEL)
+        funnel_id = await api_repo.create_funnel(session, PROJECT, FUNNEL)
+    processor = Processor(sessions, GROUP, horizon_us=lambda: HORIZON_US)
+    while await processor.backfill_step(100):
+        pass
+    return funnel_id, processor
 
 
 async def _apply_in_batches(processor, values, size, partition=0) -> dict:
@@ -65,10 +70,7 @@ def _oracle(valid: list[bytes]):
 async def test_poison_of_every_kind_is_a_dead_letter_and_valid_events_are_counted_exactly(
     sessions,
 ):
-    funnel_id = await _funnel(sessions)
-    processor = Processor(sessions, GROUP, horizon_us=lambda: HORIZON_US)
-    while await processor.backfill_step(100):
-        pass
+    funnel_id, processor = await _ready(sessions)
     rng = random.Random(3)
     valid = [
         valid_event(f"person-{p}", rng.choice("abc"), n, PROJECT, rng.choice(["ads", "seo"]))
@@ -101,10 +103,7 @@ async def test_a_record_the_database_refuses_is_isolated_and_the_rest_of_its_bat
     sessions,
 ):
     """The trigger stands for any failure that decoding cannot foresee."""
-    funnel_id = await _funnel(sessions)
-    processor = Processor(sessions, GROUP, horizon_us=lambda: HORIZON_US)
-    while await processor.backfill_step(100):
-        pass
+    funnel_id, processor = await _ready(sessions)
     async with sessions.begin() as session:
         for statement in _refusing_trigger(is_postgres(session)):
             await session.execute(text(statement))
