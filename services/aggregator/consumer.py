@@ -79,7 +79,7 @@ class Consumer:
                 await self._round()
             except StaleOffsets as exc:
                 log.warning("partition moved to another consumer (%s); re-seeking", exc)
-                await asyncio.to_thread(self._source.rewind)
+                await self._rewind()
             except Exception as exc:
                 await self._failed(exc)
 
@@ -114,17 +114,20 @@ class Consumer:
             log.warning("broker error (%s); retrying in %.1f s", exc, delay)
         else:
             log.exception("consuming failed; retrying in %.1f s", delay)
-        try:
-            await asyncio.to_thread(self._source.rewind)
-        except KafkaError as again:  # the next round rewinds or fails again
-            log.warning("could not rewind: %s", again)
+        await self._rewind()
         deadline = time.monotonic() + delay
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:  # every partition is paused: this only heartbeats and follows rebalances
                 await asyncio.to_thread(self._source.poll)
-            except KafkaError as again:
+            except Exception as again:  # the wait must end, whatever the consumer says
                 log.debug("poll while waiting: %s", again)
                 await asyncio.sleep(min(1.0, max(deadline - time.monotonic(), 0)))
+
+    async def _rewind(self) -> None:
+        try:
+            await asyncio.to_thread(self._source.rewind)
+        except Exception as exc:  # the next failing round rewinds again
+            log.warning("could not rewind: %s", exc)
 
     async def _chores(self, idle: bool) -> None:
         """Backfill when idle and at least once a second when busy; purge, analyze, lag."""

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "funnel_aggregator_events_total",
-    "Records consumed, by outcome (stored, duplicate, dead_letter, expired).",
+    "Records consumed, by outcome (stored, duplicate, dead_letter, expired: older than the"
+    " retention horizon, kept as dead letters too).",
     ["outcome"],
 )
 BATCH_SECONDS = Histogram(
