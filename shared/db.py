@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg  # type: ignore[import-untyped]
 import orjson
 from sqlalchemy import JSON, Table, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -149,3 +152,63 @@ def migrate(url: str) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), "head")
+
+
+# SQLSTATE classes that say the server, not the statement, is at fault: connection (08),
+# insufficient resources (53), object not in prerequisite state (55, e.g. a lock not
+# available), operator intervention (57: shutting down, cannot connect now, canceled),
+# system error (58), transaction rollback (40: serialization failure, deadlock), internal (XX).
+_UNAVAILABLE_CLASSES = frozenset({"08", "53", "55", "57", "58", "40", "XX"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an error says the database is unreachable, going away or overloaded (so the
+    same work may succeed later), rather than that a statement or its data was refused.
+
+    Looks through SQLAlchemy's wrappers and the chain of causes: a transaction whose data
+    was refused and whose connection then broke is unavailable (retried, and refused again
+    on a working connection). asyncpg's client-side ``DataError`` (a value it cannot encode)
+    is an ``InterfaceError`` to SQLAlchemy, hence judged by the innermost error first.
+    """
+    verdicts = [_verdict(link) for link in _chain(exc)]
+    if True in verdicts:
+        return True
+    if False in verdicts:
+        return False
+    return isinstance(
+        exc,
+        sa_exc.OperationalError
+        | sa_exc.InterfaceError
+        | sa_exc.DisconnectionError
+        | sa_exc.TimeoutError,
+    ) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def _verdict(link: BaseException) -> bool | None:
+    """True: unavailable; False: refused; None: this link does not tell."""
+    if isinstance(link, asyncpg.exceptions.DataError | asyncpg.exceptions._base.DataError):
+        return False
+    if isinstance(link, asyncpg.PostgresError):
+        return str(getattr(link, "sqlstate", "") or "")[:2] in _UNAVAILABLE_CLASSES
+    if isinstance(link, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+        return True  # the connection is closed, or in a state it cannot be used in
+    if isinstance(link, sqlite3.OperationalError):
+        return True  # locked, busy, I/O error, cannot open the file
+    if isinstance(link, sqlite3.DatabaseError):
+        return False  # integrity, data, programming errors
+    if isinstance(link, OSError | TimeoutError):
+        return True  # refused, reset, unreachable, timed out
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    pending = [exc]
+    while pending and len(seen) < 16:
+        link = pending.pop(0)
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        yield link
+        inner = [getattr(link, "orig", None), link.__cause__, link.__context__]
+        pending.extend(e for e in inner if isinstance(e, BaseException))

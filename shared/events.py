@@ -96,6 +96,13 @@ class CanonicalEvent:
 
     @classmethod
     def from_json(cls, raw: bytes) -> CanonicalEvent:
+        """Decode a record's value, or raise :class:`WireError` naming the field.
+
+        Whoever produced the record, the event that comes out can be stored on SQLite and
+        PostgreSQL: ids and name within their columns' lengths, no NUL anywhere (see
+        :func:`unstorable`), times within the calendar's reach of every instant derived
+        from them. orjson already refuses invalid UTF-8 and lone surrogates.
+        """
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -103,24 +110,49 @@ class CanonicalEvent:
         if not isinstance(doc, dict):
             raise WireError("value is not a JSON object")
         if doc.get("v") != SCHEMA_VERSION:
-            raise WireError(f"v: unsupported schema version {doc.get('v')!r}")
+            raise WireError(f"v: unsupported schema version {_shown(doc.get('v'))}")
         try:
-            return cls(
+            event = cls(
                 project_id=_text(doc, "project_id"),
                 event_id=_text(doc, "event_id"),
                 person_id=_text(doc, "person_id"),
-                user_id=doc.get("user_id"),
-                anonymous_id=doc.get("anonymous_id"),
+                user_id=_optional_text(doc, "user_id"),
+                anonymous_id=_optional_text(doc, "anonymous_id"),
                 event=_text(doc, "event"),
-                timestamp=parse_time(_text(doc, "timestamp")),
-                received_at=parse_time(_text(doc, "received_at")),
-                sent_at=parse_time(doc["sent_at"]) if doc.get("sent_at") else None,
+                timestamp=_instant(doc, "timestamp"),
+                received_at=_instant(doc, "received_at"),
+                sent_at=_instant(doc, "sent_at") if doc.get("sent_at") else None,
                 properties=_object(doc, "properties"),
                 context=_object(doc, "context"),
-                flags=tuple(doc.get("flags") or ()),
+                flags=_flags(doc),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WireError(str(exc)) from exc
+        except WireError:
+            raise
+        except KeyError as exc:
+            raise WireError(f"{_shown(exc.args[0])}: required") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise WireError(_shown(str(exc))) from exc
+        if _may_be_unstorable(raw):
+            for name in ("properties", "context"):
+                found = unstorable(getattr(event, name), name)
+                if found is not None:
+                    raise WireError(f"{found[0]}: {found[1]}")
+        return event
+
+
+# The longest text each field may hold: the columns' lengths (characters, as PostgreSQL's
+# VARCHAR counts them).
+MAX_LENGTHS = {
+    "project_id": 64,
+    "event_id": 128,
+    "person_id": 256,
+    "user_id": 256,
+    "anonymous_id": 256,
+    "event": 200,
+}
+# Instants from here on are refused: windows and re-marketing offsets (at most a year or two)
+# added to them must stay within the calendar (year 9999), where they are formatted.
+MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def record_key(project_id: str, person_id: str) -> bytes:
@@ -156,7 +188,37 @@ def _text(doc: dict[str, Any], name: str) -> str:
     value = doc[name]
     if not isinstance(value, str) or not value:
         raise WireError(f"{name}: must be a non-empty string")
+    return _storable_text(name, value)
+
+
+def _optional_text(doc: dict[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise WireError(f"{name}: must be a string or null")
+    return _storable_text(name, value)
+
+
+def _storable_text(name: str, value: str) -> str:
+    if len(value) > MAX_LENGTHS[name]:
+        raise WireError(f"{name}: longer than {MAX_LENGTHS[name]} characters")
+    if "\x00" in value:
+        raise WireError(f"{name}: must not contain the NUL character (U+0000)")
     return value
+
+
+def _instant(doc: dict[str, Any], name: str) -> datetime:
+    value = doc[name]
+    if not isinstance(value, str):
+        raise WireError(f"{name}: must be an RFC 3339 string")
+    try:
+        ts = parse_time(value)
+    except (ValueError, OverflowError) as exc:
+        raise WireError(f"{name}: {_shown(str(exc))}") from exc
+    if ts >= MAX_TIME:
+        raise WireError(f"{name}: must be before {format_time(MAX_TIME)}")
+    return ts
 
 
 def _object(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -164,3 +226,22 @@ def _object(doc: dict[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise WireError(f"{name}: must be an object")
     return value
+
+
+def _flags(doc: dict[str, Any]) -> tuple[str, ...]:
+    value = doc.get("flags") or []
+    if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+        raise WireError("flags: must be a list of strings")
+    return tuple(value)
+
+
+def _may_be_unstorable(raw: bytes) -> bool:
+    """False when no value in ``raw`` can hold a NUL (JSON spells it only as an escape) or
+    nest past :data:`MAX_DEPTH` (too few brackets): most records skip the walk."""
+    return b"\\u0000" in raw or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH
+
+
+def _shown(value: Any) -> str:
+    """A value as a reason may quote it: short, printable, storable."""
+    text = value if isinstance(value, str) else repr(value)
+    return text[:200].encode("unicode_escape").decode("ascii")

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "funnel_aggregator_events_total",
-    "Records consumed, by outcome (stored, duplicate, dead_letter, expired).",
+    "Records consumed, by outcome (stored, duplicate, dead_letter, expired: older than the"
+    " retention horizon, kept as dead letters too).",
     ["outcome"],
 )
 BATCH_SECONDS = Histogram(
@@ -53,11 +54,19 @@ WEBHOOK_PENDING = Gauge("funnel_webhook_pending", "Webhook deliveries waiting to
 WEBHOOK_SECONDS = Histogram(
     "funnel_webhook_delivery_duration_seconds", "Time for one webhook HTTP attempt."
 )
+DATABASE_ERRORS = Counter(
+    "funnel_aggregator_database_errors_total",
+    "Failures because the database was unavailable, each retried after a backoff, by"
+    " operation (offsets, batch, backfill, purge, statistics, timers, webhooks).",
+    ["operation"],
+)
 
 # Label values known in advance start at 0, so that a panel shows 0 rather than no data.
 for _outcome in ("stored", "duplicate", "dead_letter", "expired"):
     EVENTS.labels(_outcome)
 for _source in ("memory", "database"):
     PERSONS_READ.labels(_source)
+for _operation in ("offsets", "batch", "backfill", "purge", "statistics", "timers", "webhooks"):
+    DATABASE_ERRORS.labels(_operation)
 for _outcome in ("delivered", "retry", "failed", "disabled", "refused"):
     WEBHOOK_DELIVERIES.labels(_outcome)

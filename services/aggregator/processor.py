@@ -11,19 +11,25 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.aggregator import metrics, outbox, repository
-from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress, reach_us
+from services.aggregator import metrics, repository
+from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress
 from services.aggregator.known import FunnelKey, Known, KnownPersons
-from services.aggregator.repository import PersonKey
+from services.aggregator.reevaluate import (
+    Histories,
+    graces,
+    load_histories,
+    read_since,
+    recompute,
+)
+from services.aggregator.repository import PersonKey, StaleOffsets
 from services.aggregator.source import Partition, SourceRecord
+from shared.db import is_unavailable
 from shared.events import CanonicalEvent, WireError, format_time, from_micros, to_micros
-from shared.funnel import entry_value
-from shared.keys import now_us
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,38 @@ class Processor:
     async def apply(
         self, records: Sequence[SourceRecord], expected: dict[Partition, int | None]
     ) -> dict[Partition, int]:
-        """Apply a batch; return each partition's new next offset (now committed)."""
+        """Apply a batch; return each partition's new next offset (now committed).
+
+        A batch that fails for any reason but the database being unavailable
+        (``is_unavailable``: those errors are raised, for the caller to retry) or its
+        partitions having moved (``StaleOffsets``) is taken to fail because of what some of
+        its records hold: it is split in two in offset order, each half applied in its own
+        transaction with its own offsets (the second expecting what the first committed),
+        down to the single record, which goes to the dead letters with the reason while its
+        offset moves on. The rest of the batch is applied, exactly once.
+        """
+        try:
+            return await self._apply_batch(records, expected)
+        except StaleOffsets:
+            raise
+        except Exception as exc:
+            if is_unavailable(exc) or not records:
+                raise
+            if len(records) == 1:
+                return await self._isolate(records[0], expected, exc)
+            first = records[0]
+            log.warning(
+                "batch of %d records from %s[%d]@%d failed (%s); applying it in halves",
+                len(records), first.topic, first.partition, first.offset, _reason(exc),
+            )  # fmt: skip
+        half = len(records) // 2
+        done = await self.apply(records[:half], expected)
+        rest = await self.apply(records[half:], {**expected, **done})
+        return {**done, **rest}
+
+    async def _apply_batch(
+        self, records: Sequence[SourceRecord], expected: dict[Partition, int | None]
+    ) -> dict[Partition, int]:
         started = time.perf_counter()
         moves: dict[Partition, tuple[int | None, int]] = {}
         outcomes: dict[str, int] = defaultdict(int)
@@ -75,6 +112,21 @@ class Processor:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         return {p: new for p, (_, new) in moves.items()}
 
+    async def _isolate(
+        self, r: SourceRecord, expected: dict[Partition, int | None], exc: Exception
+    ) -> dict[Partition, int]:
+        """One record that cannot be applied: a dead letter, and its offset moves on."""
+        reason = f"not applicable: {_reason(exc)}"
+        log.error("dead letter %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
+        partition = (r.topic, r.partition)
+        async with self._sessions.begin() as session:
+            await repository.add_dead_letters(session, [_letter(r, reason)])
+            await repository.advance_offsets(
+                session, self._group_id, {partition: (expected.get(partition), r.offset + 1)}
+            )
+        metrics.EVENTS.labels("dead_letter").inc()
+        return {partition: r.offset + 1}
+
     async def _transaction(
         self,
         records: Sequence[SourceRecord],
@@ -85,17 +137,23 @@ class Processor:
         horizon = self._horizon_us()
         async with self._sessions.begin() as session:
             fresh: list[CanonicalEvent] = []
+            letters: list[repository.DeadLetter] = []
             partitions: dict[PersonKey, set[Partition]] = defaultdict(set)
             for r in records:
                 moves[(r.topic, r.partition)] = (expected.get((r.topic, r.partition)), r.offset + 1)
-                event = await self._decode(session, r)
-                if event is None:
+                event = _decode(r)
+                if isinstance(event, str):
                     outcomes["dead_letter"] += 1
+                    letters.append(_letter(r, event))
                 elif to_micros(event.timestamp) < horizon:
+                    # Ingest refuses these; a replay of an old topic or another producer
+                    # may still send them. Kept, not counted: they are past the purge.
                     outcomes["expired"] += 1
+                    letters.append(_letter(r, _expired(horizon)))
                 else:
                     fresh.append(event)
                     partitions[(event.project_id, event.person_id)].add((r.topic, r.partition))
+            await repository.add_dead_letters(session, letters)
             projects = {project for project, _ in partitions}
             funnels = await repository.active_funnels(session, projects) if projects else []
             evaluators = {f.id: Evaluator(f.definition) for f in funnels}
@@ -104,8 +162,8 @@ class Processor:
             # Only as far back as the batch's events can change anything (see reach_us), and
             # only for persons with an event that concerns some funnel; persons this process
             # knows (see known.py) are not read at all.
-            since, concerned = _read_since(fresh, funnels, evaluators, horizon)
-            before = await _histories(session, since, self.known)
+            since, concerned = read_since(fresh, funnels, evaluators, horizon)
+            before = await load_histories(session, since, self.known)
             added = await repository.store_events(session, fresh)
             changed, evaluated = await recompute(
                 session, funnels, evaluators, before, added, concerned
@@ -120,18 +178,6 @@ class Processor:
             )
             await repository.advance_offsets(session, self._group_id, moves)
         return Applied(fresh, before, added, evaluated)
-
-    async def _decode(self, session: AsyncSession, r: SourceRecord) -> CanonicalEvent | None:
-        try:
-            if r.value is None:
-                raise WireError("record has no value")
-            return CanonicalEvent.from_json(r.value)
-        except WireError as exc:
-            log.warning("dead letter %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
-            await repository.dead_letter(
-                session, r.topic, r.partition, r.offset, r.key, r.value, str(exc)
-            )
-            return None
 
     async def purge_expired(self) -> int:
         """Delete stored events older than the retention horizon; their entries stay."""
@@ -156,9 +202,7 @@ class Processor:
             evaluator = Evaluator(funnel.definition)
             progress = {p: evaluator(history.get(p, ())) for p in persons}
             # Not counted as changes: reports key on the backfill's progress instead.
-            await repository.replace_progress(
-                session, funnel.id, progress, horizon, _graces(funnel)
-            )
+            await repository.replace_progress(session, funnel.id, progress, horizon, graces(funnel))
             cursor = persons[-1] if persons else funnel.backfill_cursor
             await repository.advance_backfill(
                 session, funnel.id, cursor, len(persons), done=len(persons) < limit
@@ -167,88 +211,30 @@ class Processor:
         return True
 
 
-# Persons whose bounds lie within this of each other share one (the lowest): one set of
-# statements per group, and a bound lower than needed only costs some re-evaluation. An hour
-# made a batch of events spread over a day (a replay; the aggregator benchmark) into some 24
-# groups, 5,611 instead of 7,825 events/s; a day keeps such batches whole, and still sends
-# only a days-late event's own person that far back.
-GROUP_SLACK_US = 86_400_000_000
+def _decode(r: SourceRecord) -> CanonicalEvent | str:
+    """The record's event, or why it is a dead letter."""
+    try:
+        if r.value is None:
+            raise WireError("record has no value")
+        return CanonicalEvent.from_json(r.value)
+    except WireError as exc:
+        log.warning("dead letter %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
+        return str(exc)
 
 
-def bound_groups(bounds: Mapping[str, int]) -> list[tuple[int, list[str]]]:
-    """Persons grouped by their earliest instant to re-evaluate from: the group's lowest."""
-    groups: list[tuple[int, list[str]]] = []
-    for person, since in sorted(bounds.items(), key=lambda kv: (kv[1], kv[0])):
-        if groups and since - groups[-1][0] <= GROUP_SLACK_US:
-            groups[-1][1].append(person)
-        else:
-            groups.append((since, [person]))
-    return groups
+def _letter(r: SourceRecord, reason: str) -> repository.DeadLetter:
+    return repository.DeadLetter(r.topic, r.partition, r.offset, r.key, r.value, reason)
 
 
-def _read_since(
-    fresh: Iterable[CanonicalEvent],
-    funnels: Sequence[repository.ActiveFunnel],
-    evaluators: Mapping[str, Evaluator],
-    horizon_us: int,
-) -> tuple[dict[PersonKey, int], dict[PersonKey, set[str]]]:
-    """Per person with an event that concerns a funnel of their project: the earliest stored
-    event any of the project's funnels may need to re-evaluate the person (see ``recompute``),
-    and the ids of the funnels their events concern (see ``Evaluator.concerns``)."""
-    reach: dict[str, int] = {}
-    mine: dict[str, list[repository.ActiveFunnel]] = defaultdict(list)
-    for f in funnels:
-        reach[f.project_id] = max(reach.get(f.project_id, 0), reach_us(f.definition))
-        mine[f.project_id].append(f)
-    since: dict[PersonKey, int] = {}
-    concerned: dict[PersonKey, set[str]] = defaultdict(set)
-    for e in fresh:
-        ids = {
-            f.id
-            for f in mine.get(e.project_id, ())
-            if evaluators[f.id].concerns(e.event, e.properties, e.context)
-        }
-        if ids:
-            key = (e.project_id, e.person_id)
-            concerned[key] |= ids
-            bound = max(horizon_us, to_micros(e.timestamp) - reach[e.project_id])
-            since[key] = min(since.get(key, bound), bound)
-    return since, concerned
+def _expired(horizon_us: int) -> str:
+    return f"expired: older than the retention horizon ({format_time(from_micros(horizon_us))})"
 
 
-@dataclass(frozen=True, slots=True)
-class Histories:
-    events: dict[PersonKey, list[PersonEvent]]  # stored before the batch, from ``since`` on
-    since: dict[PersonKey, int]
-    known: dict[PersonKey, Known]  # persons whose events came from what this process knew
-
-
-async def _histories(
-    session: AsyncSession, since_us: Mapping[PersonKey, int], known: KnownPersons
-) -> Histories:
-    """The stored events of these persons from (at least) their ``since_us`` on, and the
-    instant each person's were read from (their group's bound): from ``known`` when it
-    holds them from there on, else from the database."""
-    by_project: dict[str, dict[str, int]] = defaultdict(dict)
-    for (project, person), since in since_us.items():
-        by_project[project][person] = since
-    found = Histories({}, {}, {})
-    for project, bounds in sorted(by_project.items()):
-        for since, people in bound_groups(bounds):
-            unknown = []
-            for person in people:
-                key = (project, person)
-                found.since[key] = since
-                held = known.get(key, since)
-                if held is None:
-                    unknown.append(person)
-                else:
-                    found.known[key] = held
-                    found.events[key] = [e for e in held.events if e.ts >= since]
-            if unknown:
-                history = await repository.person_events(session, project, unknown, since)
-                found.events.update(((project, p), events) for p, events in history.items())
-    return found
+def _reason(exc: BaseException) -> str:
+    """What went wrong, without the SQL statement and parameters SQLAlchemy adds."""
+    inner = getattr(exc, "orig", None)
+    cause = inner if isinstance(inner, BaseException) else exc
+    return f"{type(cause).__name__}: {cause}"[:500]
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,108 +266,3 @@ def _remember(known: KnownPersons, done: Applied) -> None:
     for key, new in done.added.items():
         if key not in done.before.since and (held := known.peek(key)) is not None:
             known.put(key, Known(held.since, [*held.events, *new], held.progress))
-
-
-async def recompute(
-    session: AsyncSession,
-    funnels: Sequence[repository.ActiveFunnel],
-    evaluators: Mapping[str, Evaluator],
-    before: Histories,
-    added: Mapping[PersonKey, Sequence[PersonEvent]],
-    concerned: Mapping[PersonKey, set[str]],
-) -> tuple[set[tuple[str, str, str]], dict[PersonKey, dict[FunnelKey, PersonProgress]]]:
-    """Re-evaluate the ``funnels`` of the persons with ``added`` events (stored by this
-    transaction) whose batch events ``concerned`` them (the stored twin of a duplicate is
-    one of those) from those and the events stored ``before`` it; return the (funnel,
-    project, person) whose stored entries or touches changed, and the progress each person
-    now has stored per funnel evaluated.
-
-    Each person only from where their stored events were read: at most the longest
-    ``reach_us`` of the project's funnels before their earliest new event (persons whose
-    bounds are within a day share the lowest). What started earlier cannot change, so a person's
-    long past costs nothing per batch (it once made a person with 1,000 stored events 60
-    times slower per event than a new one), and one person's very late event does not send
-    the others of the batch back as far. A person with nothing stored from there on has no
-    stored progress there to compare with.
-    """
-    changed: set[tuple[str, str, str]] = set()
-    evaluated: dict[PersonKey, dict[FunnelKey, PersonProgress]] = defaultdict(dict)
-    by_project: dict[str, set[str]] = defaultdict(set)
-    for project, person in added:
-        by_project[project].add(person)
-    for project, people in sorted(by_project.items()):
-        mine = [f for f in funnels if f.project_id == project]
-        if not mine:
-            continue
-        listening = await outbox.subscribed_types(session, project) & STEP_TYPES
-        for funnel in mine:
-            evaluator = evaluators[funnel.id]
-            groups: dict[int, list[str]] = defaultdict(list)
-            for p in sorted(people):
-                if funnel.covers(p) and funnel.id in concerned.get((project, p), ()):
-                    groups[before.since[(project, p)]].append(p)
-            for since, group in sorted(groups.items()):
-                stored = {p: before.events.get((project, p), []) for p in group}
-                progress = {p: evaluator([*stored[p], *added[(project, p)]]) for p in group}
-                first_seen = {p for p in group if not stored[p]}
-                held = {}
-                for p in group:
-                    if (known := before.known.get((project, p))) is not None:
-                        found = known.progress_from(funnel.key, since)
-                        if found is not None:
-                            held[p] = found
-                replaced = await repository.replace_progress(
-                    session, funnel.id, progress, since, _graces(funnel), first_seen, held
-                )
-                changed.update((funnel.id, project, person) for person in replaced.changed)
-                for p, found in progress.items():  # timers are not compared: left out
-                    evaluated[(project, p)][funnel.key] = PersonProgress(
-                        found.entries, found.touches
-                    )
-                if listening:
-                    await _announce(session, funnel, replaced.advances, listening)
-    return changed, evaluated
-
-
-STEP_TYPES = {"funnel.step_reached", "funnel.converted"}
-
-
-async def _announce(
-    session: AsyncSession,
-    funnel: repository.ActiveFunnel,
-    advances: list[repository.Advance],
-    listening: set[str],
-) -> None:
-    """``funnel.step_reached`` per newly reached step, ``funnel.converted`` at the last one.
-
-    Only live processing announces; a backfill replays history silently. The webhook id is
-    derived from funnel, person, entry and step, so a recomputation never announces twice.
-    """
-    steps = funnel.definition.steps
-    stamp = now_us()
-    for a in advances:
-        for k in range(a.before + 1, a.entry.reached + 1):
-            types = ["funnel.step_reached"] + (["funnel.converted"] if k == len(steps) else [])
-            for type_ in (t for t in types if t in listening):
-                payload = {
-                    "project": funnel.project_id,
-                    "funnel": {"id": funnel.id, "name": funnel.name},
-                    "person_id": a.person_id,
-                    "entry_time": format_time(from_micros(a.entry.t0)),
-                    "step": {"step": k, "name": steps[k - 1].name},
-                    "reached_at": format_time(from_micros(a.entry.step_times[k - 1])),
-                    "value": entry_value(funnel.definition, a.entry),
-                }
-                await outbox.enqueue(
-                    session,
-                    project_id=funnel.project_id,
-                    type_=type_,
-                    msg_id=outbox.message_id(type_, funnel.id, a.person_id, a.entry.t0, k),
-                    payload=payload,
-                    funnel_id=funnel.id,
-                    now_us=stamp,
-                )
-
-
-def _graces(funnel: repository.ActiveFunnel) -> dict[str, int]:
-    return {rule.name: rule.grace_s for rule in funnel.definition.remarketing}

@@ -658,23 +658,40 @@ async def advance_offsets(
             raise StaleOffsets(f"{topic}[{partition}] moved past {expected}")
 
 
-async def dead_letter(
-    session: AsyncSession,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    payload: bytes | None,
-    reason: str,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that is kept aside, with the reason, instead of being applied."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    payload: bytes | None
+    reason: str
+
+
+async def add_dead_letters(session: AsyncSession, letters: Sequence[DeadLetter]) -> None:
+    if not letters:
+        return
+    stamp = now_us()
     await session.execute(
-        dead_letters.insert().values(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            payload=payload,
-            reason=reason[:2000],
-            created_at_us=now_us(),
-        )
+        dead_letters.insert(),
+        [
+            {
+                "topic": d.topic,
+                "partition": d.partition,
+                "offset": d.offset,
+                "key": d.key,
+                "payload": d.payload,
+                "reason": storable_reason(d.reason),
+                "created_at_us": stamp,
+            }
+            for d in letters
+        ],
     )
+
+
+def storable_reason(reason: str) -> str:
+    """A reason any database stores: quoted values may hold NUL or what UTF-8 cannot encode."""
+    text = reason[:2000].replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -6,20 +6,21 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
+from collections.abc import Awaitable, Callable
 
+from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics
+from services.aggregator.consumer import Backoff, Consumer
 from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.processor import Processor
 from services.aggregator.remarketing import Clock, SystemClock, TimerFirer
-from services.aggregator.repository import StaleOffsets
 from services.aggregator.sender import HttpSender, Sender
 from services.aggregator.settings import AggregatorSettings
-from services.aggregator.source import KafkaSource, Partition, Source
-from shared.db import create_engine, sessionmaker
+from services.aggregator.source import KafkaSource
+from shared.db import create_engine, is_unavailable, sessionmaker
 from shared.events import EVENTS_TOPIC
 from shared.keys import now_us
 from shared.netguard import parse_networks
@@ -56,23 +57,10 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
         lambda: retention_horizon(settings.retention_days),
         known_capacity=settings.known_capacity,
     )
-    loop = asyncio.get_running_loop()
-
-    def load(partitions: list[Partition]) -> dict[Partition, int]:
-        # Called inside poll() on the polling thread while the event loop waits for it.
-        return asyncio.run_coroutine_threadsafe(processor.load_offsets(partitions), loop).result()
-
-    source = await asyncio.to_thread(
-        KafkaSource,
-        settings.kafka_bootstrap_servers,
-        settings.group_id,
-        [EVENTS_TOPIC],
-        load,
-        max_poll_records=settings.max_poll_records,
-        poll_timeout_ms=settings.poll_timeout_ms,
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
-    )
+    source = await connect(settings, stop)
+    if source is None:
+        await engine.dispose()
+        return
     log.info("aggregator consuming %s as group %s", EVENTS_TOPIC, settings.group_id)
     sender = HttpSender(
         settings.webhook_timeout_s,
@@ -84,13 +72,37 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
         asyncio.create_task(deliver_webhooks(sessionmaker(engine), sender, clock, settings, stop)),
     ]
     try:
-        await consume(processor, source, settings, stop)
+        await Consumer(
+            processor, source, stop, backfill_persons=settings.backfill_persons_per_batch
+        ).run()
     finally:
         stop.set()
         await asyncio.gather(*background, return_exceptions=True)
         await sender.close()
         await asyncio.to_thread(source.close)
         await engine.dispose()
+
+
+async def connect(settings: AggregatorSettings, stop: asyncio.Event) -> KafkaSource | None:
+    """The consumer, once the broker answers (``None`` if stopped before)."""
+    backoff = Backoff(first_s=0.5)
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(
+                KafkaSource,
+                settings.kafka_bootstrap_servers,
+                settings.group_id,
+                [EVENTS_TOPIC],
+                max_poll_records=settings.max_poll_records,
+                poll_timeout_ms=settings.poll_timeout_ms,
+                session_timeout_ms=settings.session_timeout_ms,
+                heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            )
+        except KafkaError as exc:
+            delay = backoff.next()
+            log.warning("broker unreachable (%s); retrying in %.1f s", exc, delay)
+            await _sleep(stop, delay)
+    return None
 
 
 async def fire_timers(
@@ -100,14 +112,7 @@ async def fire_timers(
     stop: asyncio.Event,
 ) -> None:
     firer = TimerFirer(sessions, clock, fire_backfilled=settings.fire_backfilled_timers)
-    while not stop.is_set():
-        try:
-            busy = await firer.fire_due()
-        except Exception:  # a failed round is retried; the timers stay pending
-            log.exception("firing re-marketing timers failed")
-            busy = 0
-        if not busy:
-            await _sleep(stop, settings.timer_interval_s)
+    await _keep_going("timers", firer.fire_due, settings.timer_interval_s, stop)
 
 
 async def deliver_webhooks(
@@ -123,57 +128,37 @@ async def deliver_webhooks(
         clock,
         batch=settings.webhook_batch,
     )
+    await _keep_going("webhooks", worker.run_once, settings.webhook_interval_s, stop)
+
+
+async def _keep_going(
+    name: str, round_: Callable[[], Awaitable[int]], interval_s: float, stop: asyncio.Event
+) -> None:
+    """Run rounds until stopped: again at once while busy, after ``interval_s`` when idle,
+    after a growing backoff (up to 10 s) while they fail. A failed round is retried: timers
+    stay pending, and claimed deliveries' leases expire."""
+    backoff = Backoff(first_s=interval_s)
     while not stop.is_set():
         try:
-            busy = await worker.run_once()
-        except Exception:  # leases expire, so claimed deliveries are retried
-            log.exception("webhook delivery round failed")
-            busy = 0
+            busy = await round_()
+        except Exception as exc:
+            delay = max(backoff.next(), interval_s)
+            if is_unavailable(exc):
+                metrics.DATABASE_ERRORS.labels(name).inc()
+                log.warning("%s: database unavailable (%s); again in %.1f s", name, exc, delay)
+            else:
+                log.exception("%s round failed; again in %.1f s", name, delay)
+            await _sleep(stop, delay)
+            continue
+        if backoff.failures:
+            log.info("%s: going again after %.1f s of failures", name, backoff.reset())
         if not busy:
-            await _sleep(stop, settings.webhook_interval_s)
+            await _sleep(stop, interval_s)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def consume(
-    processor: Processor, source: Source, settings: AggregatorSettings, stop: asyncio.Event
-) -> None:
-    """Apply batches as they come; backfill when idle and at least once a second when busy."""
-    due = {"lag": 0.0, "backfill": 0.0, "purge": 0.0, "statistics": 0.0}
-    while not stop.is_set():
-        records = await asyncio.to_thread(source.poll)
-        if records:
-            try:
-                committed = await processor.apply(records, source.expected())
-            except StaleOffsets as exc:
-                log.warning("partition moved to another consumer (%s); re-seeking", exc)
-                await asyncio.to_thread(source.reseek)
-                continue
-            await asyncio.to_thread(source.committed, committed)
-            _observe_age(records[-1].timestamp_ms, records[-1].partition)
-        now = time.monotonic()
-        if not records or now >= due["backfill"]:
-            due["backfill"] = now + 1
-            await processor.backfill_step(settings.backfill_persons_per_batch)
-        if now >= due["purge"]:
-            due["purge"] = now + 3600
-            await processor.purge_expired()
-        if now >= due["statistics"]:
-            due["statistics"] = now + 15
-            await processor.refresh_statistics()
-        if now >= due["lag"]:
-            due["lag"] = now + 5
-            for (_, partition), lag in (await asyncio.to_thread(source.lag)).items():
-                metrics.LAG_RECORDS.labels(str(partition)).set(lag)
-
-
-def _observe_age(timestamp_ms: int, partition: int) -> None:
-    if timestamp_ms > 0:
-        age = max(time.time() - timestamp_ms / 1000, 0.0)
-        metrics.LAG_SECONDS.labels(str(partition)).set(age)
 
 
 def serve_metrics(settings: AggregatorSettings) -> None:

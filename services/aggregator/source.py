@@ -1,14 +1,21 @@
 """The Kafka adapter of the aggregator: a consumer whose positions come from the database.
 
-On every partition assignment the consumer seeks to the next offset stored in the database
-(in the same transaction as the state it describes), or to the beginning of the partition
-when none is stored. Kafka's committed offsets are written afterwards for monitoring only.
+Partitions are assigned paused and *pending*: the rebalance listener, which runs on
+kafka-python's IO thread with the heartbeats, only records them and never touches the
+database. The consume loop loads their next offsets from the database (stored in the same
+transaction as the state they describe; retried while the database is away), seeks there,
+or to the beginning when none is stored, and resumes them (:meth:`Source.start`). After a
+failed or stale batch every partition is rewound the same way (its records were fetched
+already). While partitions wait, ``poll`` keeps the group membership. Kafka's committed
+offsets are written afterwards for monitoring only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +26,6 @@ from kafka.structs import OffsetAndMetadata
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
-OffsetLoader = Callable[[list[Partition]], dict[Partition, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,17 +39,30 @@ class SourceRecord:
 
 
 class Source(Protocol):
-    """Blocking calls, made from one thread at a time."""
+    """Blocking calls, made from one thread at a time (the listener may run on another)."""
 
-    def poll(self) -> list[SourceRecord]: ...
+    def poll(self) -> list[SourceRecord]:
+        """Records of started partitions only."""
+        ...
+
+    def pending(self) -> dict[Partition, int]:
+        """Assigned partitions waiting to be started, each with its assignment's serial."""
+        ...
+
+    def start(self, stored: dict[Partition, int], pending: dict[Partition, int]) -> None:
+        """Seek ``pending`` partitions (as :meth:`pending` gave them, if still so) to their
+        ``stored`` next offsets, or to the beginning, and resume them."""
+        ...
 
     def expected(self) -> dict[Partition, int | None]:
-        """The stored next offset of each owned partition (``None``: nothing stored yet)."""
+        """The stored next offset of each started partition (``None``: nothing stored yet)."""
         ...
 
     def committed(self, offsets: dict[Partition, int]) -> None: ...
 
-    def reseek(self) -> None: ...
+    def rewind(self) -> None:
+        """Pause every partition and make it pending again."""
+        ...
 
     def lag(self) -> dict[Partition, int]: ...
 
@@ -56,15 +75,16 @@ class KafkaSource:
         bootstrap_servers: str,
         group_id: str,
         topics: Iterable[str],
-        load_offsets: OffsetLoader,
         *,
         max_poll_records: int,
         poll_timeout_ms: int,
         session_timeout_ms: int,
         heartbeat_interval_ms: int,
     ) -> None:
-        self._load = load_offsets
         self._poll_timeout_ms = poll_timeout_ms
+        self._lock = threading.Lock()
+        self._serial = 0
+        self._pending: dict[Partition, int] = {}
         self._expected: dict[Partition, int | None] = {}
         self._consumer: Any = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -79,37 +99,74 @@ class KafkaSource:
         self._consumer.subscribe(list(topics), listener=_Listener(self))
 
     def _assigned(self, partitions: list[Any]) -> None:
-        keys = [(tp.topic, tp.partition) for tp in partitions]
-        stored = self._load(keys)
-        for tp, key in zip(partitions, keys, strict=True):
-            self._expected[key] = stored.get(key)
-            if key in stored:
-                self._consumer.seek(tp, stored[key])
-            else:
-                self._consumer.seek_to_beginning(tp)
-        log.info("assigned %s, stored offsets %s", sorted(keys), stored)
+        self._hold(partitions)
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
+
+    def _hold(self, partitions: list[Any]) -> None:
+        for tp in partitions:
+            with contextlib.suppress(KeyError):  # revoked meanwhile
+                self._consumer.pause(tp)
+        with self._lock:
+            for tp in partitions:
+                self._serial += 1
+                key = (tp.topic, tp.partition)
+                self._pending[key] = self._serial
+                self._expected.pop(key, None)
 
     def _revoked(self, partitions: list[Any]) -> None:
-        for tp in partitions:
-            self._expected.pop((tp.topic, tp.partition), None)
+        with self._lock:
+            for tp in partitions:
+                self._expected.pop((tp.topic, tp.partition), None)
+                self._pending.pop((tp.topic, tp.partition), None)
         log.info("revoked %s", sorted((tp.topic, tp.partition) for tp in partitions))
 
     def poll(self) -> list[SourceRecord]:
         batches = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
+        with self._lock:
+            started = set(self._expected)
         return [
             SourceRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
             for tp, messages in batches.items()
-            if (tp.topic, tp.partition) in self._expected
+            if (tp.topic, tp.partition) in started
             for m in messages
         ]
 
+    def pending(self) -> dict[Partition, int]:
+        with self._lock:
+            return dict(self._pending)
+
+    def start(self, stored: dict[Partition, int], pending: dict[Partition, int]) -> None:
+        with self._lock:
+            ready = [p for p, serial in pending.items() if self._pending.get(p) == serial]
+        sought = []
+        for key in ready:  # outside the lock: the listener takes it on the IO thread
+            tp = TopicPartition(*key)
+            try:
+                if key in stored:
+                    self._consumer.seek(tp, stored[key])
+                else:
+                    self._consumer.seek_to_beginning(tp)
+                self._consumer.resume(tp)
+            except (KafkaError, ValueError, KeyError) as exc:  # revoked meanwhile: forgotten
+                log.info("could not start %s: %s", key, exc)
+                continue
+            sought.append(key)
+        with self._lock:
+            for key in sought:
+                if self._pending.get(key) == pending[key]:  # else assigned again: held
+                    del self._pending[key]
+                    self._expected[key] = stored.get(key)
+        log.info("started %s at stored offsets %s", sorted(sought), stored)
+
     def expected(self) -> dict[Partition, int | None]:
-        return dict(self._expected)
+        with self._lock:
+            return dict(self._expected)
 
     def committed(self, offsets: dict[Partition, int]) -> None:
-        for key, offset in offsets.items():
-            if key in self._expected:
-                self._expected[key] = offset
+        with self._lock:
+            for key, offset in offsets.items():
+                if key in self._expected:
+                    self._expected[key] = offset
         informative = {
             TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
         }
@@ -118,15 +175,21 @@ class KafkaSource:
         except KafkaError as exc:  # informative only: the database holds the real offsets
             log.debug("kafka offset commit failed: %s", exc)
 
-    def reseek(self) -> None:
-        self._assigned(list(self._consumer.assignment()))
+    def rewind(self) -> None:
+        self._hold(list(self._consumer.assignment()))
 
     def lag(self) -> dict[Partition, int]:
         lags = {}
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is not None:
-                lags[(tp.topic, tp.partition)] = max(high - self._consumer.position(tp), 0)
+        for key in self.expected():
+            tp = TopicPartition(*key)
+            try:
+                high = self._consumer.highwater(tp)
+                position = self._consumer.position(tp, timeout_ms=1000)
+            except KafkaError as exc:  # revoked meanwhile, or the broker is away
+                log.debug("no lag for %s: %s", key, exc)
+                continue
+            if high is not None and position is not None:
+                lags[key] = max(high - position, 0)
         return lags
 
     def close(self) -> None:

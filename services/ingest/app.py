@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from services.ingest import metrics, segment
-from services.ingest.keys import DatabaseKeyStore, KeyStore
+from services.ingest.keys import DatabaseKeyStore, KeyStore, KeysUnavailable
 from services.ingest.publisher import KafkaPublisher, Overloaded, Publisher, Record, Unavailable
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.settings import IngestSettings
@@ -209,7 +209,12 @@ async def authenticate(state: IngestState, request: Request, body: Any) -> str:
     key = presented_key(request, body)
     if key is None:
         raise RequestError(401, "authorization: a write key is required", _challenge())
-    project = await state.keys.project_for(key)
+    try:
+        project = await state.keys.project_for(key)
+    except KeysUnavailable:
+        raise RequestError(
+            503, "authorization: write keys cannot be checked now", {"Retry-After": "5"}
+        ) from None
     if project is None:
         raise RequestError(401, "authorization: unknown or revoked write key", _challenge())
     return project

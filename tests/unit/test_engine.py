@@ -148,7 +148,7 @@ def test_touches_keep_step_events_with_a_breakdown_value():
 
 
 def test_persons_with_close_bounds_share_the_lowest():
-    from services.aggregator.processor import GROUP_SLACK_US, bound_groups
+    from services.aggregator.reevaluate import GROUP_SLACK_US, bound_groups
 
     slack = GROUP_SLACK_US
     bounds = {"a": 5 * slack, "b": 5 * slack + slack // 2, "c": 9 * slack, "d": 0, "e": 6 * slack}
