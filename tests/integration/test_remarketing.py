@@ -240,7 +240,7 @@ async def test_private_webhook_urls_are_refused_unless_allowed(world):
     assert r.status_code == 422
     [problem] = r.json()["detail"]
     assert problem["field"] == "url"
-    assert "10.1.2.3, a non-public address" in problem["reason"]
+    assert "10.1.2.3 is a private (10.0.0.0/8) address" in problem["reason"]
 
 
 async def test_steps_reached_and_conversions_are_announced_once_live_only(world):
