@@ -6,7 +6,6 @@ import base64
 import binascii
 import math
 import time
-import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,16 +15,20 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import make_asgi_app
 
-from services.ingest import metrics, segment
+from services.ingest import metrics, openapi, refusals, segment
+from services.ingest.body import read_json
 from services.ingest.keys import DatabaseKeyStore, KeyStore
 from services.ingest.publisher import KafkaPublisher, Overloaded, Publisher, Record, Unavailable
 from services.ingest.ratelimit import RateLimiter
+from services.ingest.refusals import RequestError, answer, refuse
 from services.ingest.settings import IngestSettings
-from services.ingest.validation import Problem, encode, validate
+from services.ingest.shedding import Shedder, SheddingMiddleware
+from services.ingest.validation import EventIn, Limits, Problem, encode, validate
 from shared.db import create_engine, sessionmaker
+from shared.errors import ErrorBody
 from shared.events import (
     EVENTS_TOPIC,
     REJECTED_TOPIC,
@@ -33,14 +36,9 @@ from shared.events import (
     SCHEMA_VERSION,
     format_time,
 )
+from shared.retention import ingest_horizon
 
-
-class RequestError(Exception):
-    """A request-level refusal: status, message, optional headers."""
-
-    def __init__(self, status: int, message: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+__all__ = ["RequestError", "create_app"]
 
 
 @dataclass
@@ -78,26 +76,65 @@ def create_app(
                 await engine.dispose()
 
     app = FastAPI(title="Funnel Tracker ingest", version="1", lifespan=lifespan)
+    shedder = Shedder(settings.max_in_flight, settings.max_body_bytes_in_flight)
+    app.add_middleware(SheddingMiddleware, shedder=shedder, max_body_bytes=settings.max_body_bytes)
+    # Outermost, so that refusals carry CORS headers too: a browser SDK must be able to
+    # read a 429's status and Retry-After to back off.
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
-        allow_methods=["POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type"],
+        allow_methods=["GET", "POST", "OPTIONS"],
+        # Any header: analytics.js adds X-Retry-Count on retries, and site owners may add
+        # their own (deliveryStrategy.config.headers). Keys are not cookies: no credentials.
+        allow_headers=["*"],
+        expose_headers=["Retry-After"],
+        max_age=3600,
     )
     app.mount("/metrics", make_asgi_app())
+    refusals.install(app)
+    _routes(app)
+    openapi.document(app)
+    return app
 
-    @app.exception_handler(RequestError)
-    async def _refused(_request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, exc.status, headers=exc.headers)
 
+def _routes(app: FastAPI) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_api_route("/v1/events", post_events, methods=["POST"], status_code=202)
+    security: dict[str, Any] = {"security": [{"writeKey": []}, {"writeKeyBearer": []}]}
+    app.add_api_route(
+        "/v1/events",
+        post_events,
+        methods=["POST"],
+        status_code=202,
+        summary="One event, or a batch of them",
+        responses=openapi.responses(202, "Accepted: every accepted event is in Kafka"),
+        openapi_extra={**openapi.request_body(EventIn, openapi.EventBatch), **security},
+    )
     for kind in (*segment.KINDS, "batch"):
-        app.add_api_route(f"/v1/{kind}", post_segment, methods=["POST"], name=f"segment_{kind}")
-    return app
+        paths = [kind] if kind == "screen" else [kind, kind[0]]  # /v1/s: screen, as analytics.js
+        for path in dict.fromkeys(paths):
+            app.add_api_route(
+                f"/v1/{path}",
+                post_segment,
+                methods=["POST"],
+                name=f"segment_{path}",
+                summary=f"Segment {kind}" + (" (analytics.js)" if len(path) == 1 else ""),
+                responses=openapi.responses(200, "Accepted: every accepted event is in Kafka"),
+                openapi_extra={**openapi.request_body(openapi.BODIES[kind]), **security},
+            )
+    app.add_api_route(
+        "/v1/projects/{write_key}/settings",
+        sdk_settings,
+        methods=["GET"],
+        summary="Settings for analytics.js loaded by the snippet (analytics._cdn = this host)",
+        responses={
+            200: {"model": openapi.SegmentSettings, "description": "analytics.js settings"},
+            404: {"model": ErrorBody, "description": "No such write key"},
+            503: {"model": ErrorBody, "description": "Write keys cannot be looked up"},
+        },
+    )
 
 
 def app_from_environment() -> FastAPI:
@@ -109,32 +146,52 @@ async def post_events(request: Request) -> Response:
     """One event, or ``{"batch": [...]}``; answered 202 once Kafka acknowledged them."""
     state: IngestState = request.app.state.ingest
     with metrics.IN_FLIGHT.track_inprogress(), metrics.REQUEST_SECONDS.labels("events").time():
-        body = await read_json(request, state.settings.max_body_bytes)
+        body = await _read(state, request)
         project = await authenticate(state, request, body)
-        batch = body.get("batch") if isinstance(body, dict) and "batch" in body else [body]
-        if not isinstance(batch, list):
-            raise RequestError(400, [Problem(0, "batch", "must be a list").as_dict()])
+        batch = _batch(body) if isinstance(body, dict) and "batch" in body else [body]
         return await accept(state, project, batch)
 
 
 async def post_segment(request: Request) -> Response:
-    """Segment tracking API: ``/v1/track``, ``/v1/page``, … and ``/v1/batch``; 200 when accepted."""
+    """Segment tracking API: ``/v1/track``, ``/v1/t``, … and ``/v1/batch``; 200 when accepted."""
     state: IngestState = request.app.state.ingest
-    kind = request.url.path.rsplit("/", 1)[-1]
+    name = request.url.path.rsplit("/", 1)[-1]
+    kind = "batch" if name in ("batch", "b") else segment.SHORT.get(name, name)
     with metrics.IN_FLIGHT.track_inprogress(), metrics.REQUEST_SECONDS.labels("segment").time():
-        body = await read_json(request, state.settings.max_body_bytes)
+        body = await _read(state, request)
         project = await authenticate(state, request, body)
         if kind == "batch":
-            batch = body.get("batch") if isinstance(body, dict) else None
-            if not isinstance(batch, list):
-                raise RequestError(400, [Problem(0, "batch", "must be a list").as_dict()])
-            raw = [_segment_event(m, None, body.get("sentAt")) for m in batch]
+            sent_at = body.get("sentAt") if isinstance(body, dict) else None
+            raw = [_segment_event(m, None, sent_at) for m in _batch(body)]
         else:
             raw = [_segment_event(body, kind, None)]
         answer = await accept(state, project, raw, segment.FIELD_NAMES)
         if answer.status_code == 202:
             answer.status_code = 200  # what Segment's API answers
         return answer
+
+
+async def sdk_settings(request: Request, write_key: str) -> Response:
+    """analytics.js's settings, pointing it at this host, for a known write key."""
+    state: IngestState = request.app.state.ingest
+    if await state.keys.project_for(write_key) is None:
+        refuse(404, "write_key", "unknown or revoked write key")
+    host = f"{request.url.netloc}{request.url.path.split('/v1/projects/')[0]}/v1"
+    return answer(200, segment.sdk_settings(write_key, host, request.url.scheme))
+
+
+async def _read(state: IngestState, request: Request) -> Any:
+    settings = state.settings
+    return await read_json(request, settings.max_body_bytes, settings.body_timeout_s)
+
+
+def _batch(body: Any) -> list[Any]:
+    batch = body.get("batch") if isinstance(body, dict) else None
+    if not isinstance(batch, list):
+        refuse(400, "batch", "must be a list of events")
+    if not batch:
+        refuse(400, "batch", "must hold at least one event")
+    return batch
 
 
 class _Refused:
@@ -149,43 +206,6 @@ def _segment_event(message: Any, kind: str | None, sent_at: Any) -> Any:
         return segment.to_event(message, kind, sent_at)
     except segment.ShapeError as exc:
         return _Refused(exc.field, str(exc), message)
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON: ``application/json`` or ``text/plain`` (what sendBeacon sends)."""
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media not in ("application/json", "text/plain", ""):
-        raise RequestError(
-            415, f"content-type: {media} is not accepted; send application/json or text/plain"
-        )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"body: larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"body: larger than {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    if request.headers.get("content-encoding", "").lower() == "gzip":
-        body = _gunzip(body, limit)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(400, f"body: malformed JSON ({exc})") from exc
-
-
-def _gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress a gzip body, refusing one that inflates past the body limit."""
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        plain = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise RequestError(400, f"body: not valid gzip ({exc})") from exc
-    if len(plain) > limit:
-        raise RequestError(413, f"body: larger than {limit} bytes once decompressed")
-    return plain
 
 
 def presented_key(request: Request, body: Any) -> str | None:
@@ -226,12 +246,18 @@ async def accept(
 ) -> Response:
     settings = state.settings
     if len(batch) > settings.max_batch_events:
-        raise RequestError(413, f"batch: more than {settings.max_batch_events} events")
+        refuse(413, "batch", f"more than {settings.max_batch_events} events")
     wait = state.limiter.retry_after(project, len(batch))
     if wait:
         _count("overloaded", "rate_limited", len(batch))
-        raise RequestError(429, "rate limit exceeded", {"Retry-After": str(math.ceil(wait))})
+        retry = math.ceil(wait)
+        refuse(429, "(body)", "rate limit exceeded", {"Retry-After": str(retry)})
     received = datetime.now(UTC)
+    limits = Limits(
+        settings.max_properties_bytes,
+        ingest_horizon(settings.retention_days),
+        settings.retention_days,
+    )
     event_ids: list[str] = []
     records: list[Record] = []
     problems: list[Problem] = []
@@ -244,9 +270,7 @@ async def accept(
             event, found = validate(raw, index)
             found = [_renamed(p, field_names) for p in found]
         if event is not None:
-            encoded = encode(
-                event, index, project, received, max_properties_bytes=settings.max_properties_bytes
-            )
+            encoded = encode(event, index, project, received, limits)
             if isinstance(encoded, Problem):
                 found = [encoded]
             else:
@@ -259,13 +283,13 @@ async def accept(
     await _publish(state, records + rejected, len(records))
     _count("rejected", "invalid", len(rejected))
     if not records:
-        return JSONResponse({"detail": [p.as_dict() for p in problems]}, 400)
+        return answer(400, {"detail": [p.as_dict() for p in problems]})
     body = {
         "accepted": len(records),
         "event_ids": event_ids,
         "rejected": [p.as_dict() for p in problems],
     }
-    return Response(orjson.dumps(body), 202, media_type="application/json")
+    return answer(202, body)
 
 
 async def _publish(state: IngestState, records: list[Record], accepted: int) -> None:
@@ -274,10 +298,10 @@ async def _publish(state: IngestState, records: list[Record], accepted: int) -> 
         await state.publisher.publish(records)
     except Unavailable as exc:
         _count("unavailable", "broker", len(records))
-        raise RequestError(503, f"broker: {exc}; retry later", {"Retry-After": "5"}) from exc
+        refuse(503, "(body)", f"broker: {exc}; retry later", {"Retry-After": "5"})
     except Overloaded as exc:
         _count("overloaded", "buffer_full", len(records))
-        raise RequestError(429, f"producer: {exc}; retry later", {"Retry-After": "1"}) from exc
+        refuse(429, "(body)", f"producer: {exc}; retry later", {"Retry-After": "1"})
     metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
     _count("accepted", "", accepted)
 
@@ -306,5 +330,22 @@ def _rejected_record(
         "errors": [p.as_dict() for p in problems],
         "event": raw,
     }
-    value = orjson.dumps(doc, default=str)
+    try:
+        value = orjson.dumps(doc, default=str)
+    except TypeError:  # nested past what orjson writes (254 levels): kept cut short
+        value = orjson.dumps({**doc, "event": _cut(raw, CUT_DEPTH)}, default=str)
     return Record(REJECTED_TOPIC, project.encode(), value)
+
+
+CUT_DEPTH = 200
+
+
+def _cut(value: Any, depth: int) -> Any:
+    """``value`` with what nests deeper than ``depth`` levels replaced by a note."""
+    if not isinstance(value, dict | list):
+        return value
+    if depth == 0:
+        return f"(cut: nested deeper than {CUT_DEPTH} levels)"
+    if isinstance(value, dict):
+        return {k: _cut(v, depth - 1) for k, v in value.items()}
+    return [_cut(v, depth - 1) for v in value]

@@ -17,3 +17,9 @@ PRODUCE_SECONDS = Histogram(
     "Time from handing a request's records to the producer to the broker's acknowledgement.",
 )
 IN_FLIGHT = Gauge("funnel_ingest_requests_in_flight", "Ingest requests being handled.")
+SHED = Counter(
+    "funnel_ingest_shed_requests_total",
+    "Requests answered 429 before their body was read, by the bound they met "
+    "(in_flight, body_bytes).",
+    ["reason"],
+)

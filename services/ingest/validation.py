@@ -7,10 +7,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from uuid_utils.compat import uuid7
 
-from shared.events import CanonicalEvent
+from shared.events import CanonicalEvent, format_time, unstorable
 
 FUTURE_LIMIT = timedelta(hours=24)
 MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -42,19 +51,40 @@ def _instant(value: Any) -> Any:
     return ts.astimezone(UTC)
 
 
-Instant = Annotated[datetime | None, BeforeValidator(_instant)]
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+def _storable_text(value: str) -> str:
+    """PostgreSQL's text cannot hold U+0000: refused rather than altered."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+INSTANT_SCHEMA = {
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}, {"type": "null"}],
+    "description": "RFC 3339 with a UTC offset, or epoch milliseconds; default: when received.",
+}
+Instant = Annotated[datetime | None, BeforeValidator(_instant), WithJsonSchema(INSTANT_SCHEMA)]
+Text = Annotated[str, AfterValidator(_storable_text)]
+Id = Annotated[Text, Field(min_length=1, max_length=256)]
 
 
 class EventIn(BaseModel):
     """One event as clients post it to ``/v1/events``."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        strict=True,
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("user_id", "anonymous_id")
+            ]
+        },
+    )
 
-    event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    event_id: Annotated[Text, Field(min_length=1, max_length=128)] | None = None
     user_id: Id | None = None
     anonymous_id: Id | None = None
-    event: Annotated[str, Field(min_length=1, max_length=200)]
+    event: Annotated[Text, Field(min_length=1, max_length=200)]
     timestamp: Instant = None
     sent_at: Instant = None
     properties: dict[str, Any] = Field(default_factory=dict)
@@ -80,26 +110,49 @@ class Problem:
 
 
 def validate(raw: Any, index: int) -> tuple[EventIn | None, list[Problem]]:
-    """The event's fields checked; the size of its properties is checked by :func:`encode`."""
+    """The event's fields checked, and that its properties and context can be stored; the
+    size of its properties and its age are checked by :func:`encode`."""
     if not isinstance(raw, dict):
         return None, [Problem(index, "(event)", "must be a JSON object")]
     try:
         event = EventIn.model_validate(raw)
     except ValidationError as exc:
         return None, [_problem(index, e) for e in exc.errors(include_url=False)]
+    for name in ("properties", "context"):
+        found = unstorable(getattr(event, name), name)
+        if found is not None:
+            return None, [Problem(index, *found)]
     return event, []
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What :func:`encode` refuses: properties over a size, instants before the horizon."""
+
+    max_properties_bytes: int
+    oldest: datetime  # see shared.retention.ingest_horizon
+    retention_days: int
+
+
 def encode(
-    event: EventIn, index: int, project_id: str, received_at: datetime, *, max_properties_bytes: int
+    event: EventIn, index: int, project_id: str, received_at: datetime, limits: Limits
 ) -> tuple[CanonicalEvent, bytes] | Problem:
-    """The canonical event and its record value, or why its properties are too large.
+    """The canonical event and its record value, or why it is too old or its properties too
+    large.
 
     The properties are measured apart only when the whole value is over the limit (a value within
     it cannot hold larger properties): serializing is the dearest step of ingest's own work.
     """
     canonical = canonicalize(event, project_id, received_at)
+    if canonical.timestamp < limits.oldest:
+        return Problem(
+            index,
+            "timestamp",
+            f"is older than the retention period (RETENTION_DAYS={limits.retention_days}):"
+            f" events before {format_time(limits.oldest)} are not accepted",
+        )
     value = canonical.to_json()
+    max_properties_bytes = limits.max_properties_bytes
     if len(value) > max_properties_bytes:
         size = len(orjson.dumps(event.properties))
         if size > max_properties_bytes:
