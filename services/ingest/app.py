@@ -113,8 +113,7 @@ def _routes(app: FastAPI) -> None:
         openapi_extra={**openapi.request_body(EventIn, openapi.EventBatch), **security},
     )
     for kind in (*segment.KINDS, "batch"):
-        paths = [kind] if kind == "screen" else [kind, kind[0]]  # /v1/s: screen, as analytics.js
-        for path in dict.fromkeys(paths):
+        for path in (kind, kind[0]):  # /v1/t, /v1/p, ...: analytics.js's short paths
             app.add_api_route(
                 f"/v1/{path}",
                 post_segment,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,33 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.app import create_app
-from services.ingest.publisher import Overloaded, Record, Unavailable
+from services.ingest.publisher import Overloaded, Unavailable
 from services.ingest.settings import IngestSettings
-from shared.events import EVENTS_TOPIC, REJECTED_TOPIC, CanonicalEvent
-
-KEY = "wk_test"
-
-
-class FakePublisher:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.failure: Exception | None = None
-
-    async def publish(self, records: Sequence[Record]) -> None:
-        if self.failure:
-            raise self.failure
-        self.records.extend(records)
-
-    async def close(self) -> None:
-        pass
-
-    def events(self) -> list[CanonicalEvent]:
-        return [CanonicalEvent.from_json(r.value) for r in self.records if r.topic == EVENTS_TOPIC]
-
-
-class FakeKeys:
-    async def project_for(self, key: str) -> str | None:
-        return "proj" if key == KEY else None
+from shared.events import REJECTED_TOPIC
+from tests.ingest_fakes import KEY, FakeKeys, FakePublisher
 
 
 @pytest.fixture
