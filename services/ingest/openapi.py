@@ -42,10 +42,19 @@ Instant = Annotated[
 ]
 
 
+# A message names its person: a user id, an anonymous id, or both (null or "" is none).
+_PERSON = {
+    "anyOf": [
+        {"required": [name], "properties": {name: {"type": ["string", "number"], "minLength": 1}}}
+        for name in ("userId", "anonymousId")
+    ]
+}
+
+
 class SegmentMessage(BaseModel):
     """The fields every Segment call carries; others are allowed and ignored."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_PERSON)
 
     messageId: str | None = Field(None, max_length=128, description="The event's id.")
     userId: Id = None
