@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import math
@@ -262,6 +263,8 @@ async def accept(
     problems: list[Problem] = []
     rejected: list[Record] = []
     for index, raw in enumerate(batch):
+        if index and not index % YIELD_EVERY:
+            await asyncio.sleep(0)  # let the loop answer others (and shed) during a big batch
         if isinstance(raw, _Refused):
             event, found = None, [Problem(index, raw.field, raw.reason)]
             raw = raw.raw
@@ -306,6 +309,7 @@ async def _publish(state: IngestState, records: list[Record], accepted: int) -> 
 
 
 EVENT_HEADERS = ((SCHEMA_HEADER, str(SCHEMA_VERSION).encode()),)
+YIELD_EVERY = 250  # events validated between turns of the event loop
 
 
 def _renamed(problem: Problem, names: dict[str, str] | None) -> Problem:

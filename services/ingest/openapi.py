@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 from pydantic.json_schema import models_json_schema
 
 from services.ingest.validation import EventIn
@@ -43,7 +44,7 @@ Instant = Annotated[
 
 
 # A message names its person: a user id, an anonymous id, or both (null or "" is none).
-_PERSON = {
+_PERSON: JsonDict = {
     "anyOf": [
         {"required": [name], "properties": {name: {"type": ["string", "number"], "minLength": 1}}}
         for name in ("userId", "anonymousId")

@@ -20,7 +20,7 @@ class IngestSettings(CommonSettings):
     key_cache_s: float = 30.0
     # Load shedding, per process: beyond either bound a POST is answered 429 at once.
     max_in_flight: int = 256
-    max_body_bytes_in_flight: int = 8 * 1024 * 1024
+    max_body_bytes_in_flight: int = 2 * 1024 * 1024
     # Slow clients: a request's headers, and then its body, must arrive within these.
     header_timeout_s: float = 10.0
     body_timeout_s: float = 10.0

@@ -9,11 +9,12 @@ returns near its baseline afterwards.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 
-from services.ingest import metrics
+from services.ingest import memory, metrics
 from shared.errors import error_body
 
 Scope = dict[str, Any]
@@ -27,6 +28,7 @@ class Shedder:
         self.max_requests, self.max_bytes = max_requests, max_bytes
         self.requests = 0
         self.bytes = 0
+        self.released = 0  # body bytes released since the memory was last given back
 
     def admit(self, size: int) -> str | None:
         """Take a request of ``size`` body bytes, or say which bound refuses it."""
@@ -39,9 +41,16 @@ class Shedder:
         self.bytes += size
         return None
 
-    def release(self, size: int) -> None:
+    def release(self, size: int) -> bool:
+        """Let a request go; True when the process is idle after enough large bodies that
+        their memory should be given back (see ``memory.py``)."""
         self.requests -= 1
         self.bytes -= size
+        self.released += size
+        if self.requests == 0 and self.released >= memory.TRIM_AFTER_BYTES:
+            self.released = 0
+            return True
+        return False
 
 
 REASONS = {
@@ -54,17 +63,19 @@ REASONS = {
 class SheddingMiddleware:
     """ASGI middleware: every POST passes :class:`Shedder` before the app sees it.
 
-    A body's size is its ``Content-Length``; a chunked body counts as the largest allowed.
+    A body's size is its ``Content-Length``; a chunked or compressed body counts as the
+    largest allowed (it may become that large).
     """
 
     def __init__(self, app: Any, shedder: Shedder, max_body_bytes: int) -> None:
         self.app, self.shedder, self.max_body_bytes = app, shedder, max_body_bytes
+        self._give_back: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        size = min(_declared_length(scope) or self.max_body_bytes, self.max_body_bytes)
+        size = min(_body_size(scope) or self.max_body_bytes, self.max_body_bytes)
         refused = self.shedder.admit(size)
         if refused is not None:
             metrics.SHED.labels(refused).inc()
@@ -73,14 +84,26 @@ class SheddingMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.shedder.release(size)
+            if self.shedder.release(size) and self._give_back is None:
+                # A moment later: the producer frees a request's record batches on its own
+                # thread once the broker acknowledged them, after the answer is sent.
+                loop = asyncio.get_running_loop()
+                self._give_back = loop.call_later(memory.GIVE_BACK_DELAY_S, self._trim)
+
+    def _trim(self) -> None:
+        self._give_back = None
+        memory.give_back()
 
 
-def _declared_length(scope: Scope) -> int | None:
+def _body_size(scope: Scope) -> int | None:
+    """Its declared length; None when not declared or compressed."""
+    declared = None
     for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
+        if name == b"content-length" and value.isdigit():
+            declared = int(value)
+        elif name == b"content-encoding" and value.strip().lower() != b"identity":
+            return None
+    return declared
 
 
 async def _too_many(send: Any, reason: str) -> None:
