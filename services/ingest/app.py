@@ -2,52 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import math
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from prometheus_client import make_asgi_app
 
 from services.ingest import metrics, openapi, refusals, segment
+from services.ingest.acceptance import IngestState, Refused, accept
 from services.ingest.body import read_json
 from services.ingest.keys import DatabaseKeyStore, KeyStore
-from services.ingest.publisher import KafkaPublisher, Overloaded, Publisher, Record, Unavailable
+from services.ingest.publisher import KafkaPublisher, Publisher
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.refusals import RequestError, answer, refuse
 from services.ingest.settings import IngestSettings
 from services.ingest.shedding import Shedder, SheddingMiddleware
-from services.ingest.validation import EventIn, Limits, Problem, encode, validate
+from services.ingest.validation import EventIn
 from shared.db import create_engine, sessionmaker
 from shared.errors import ErrorBody
-from shared.events import (
-    EVENTS_TOPIC,
-    REJECTED_TOPIC,
-    SCHEMA_HEADER,
-    SCHEMA_VERSION,
-    format_time,
-)
-from shared.retention import ingest_horizon
 
 __all__ = ["RequestError", "create_app"]
-
-
-@dataclass
-class IngestState:
-    settings: IngestSettings
-    publisher: Publisher
-    keys: KeyStore
-    limiter: RateLimiter
 
 
 def create_app(
@@ -162,10 +141,12 @@ async def post_segment(request: Request) -> Response:
         project = await authenticate(state, request, body)
         if kind == "batch":
             sent_at = body.get("sentAt") if isinstance(body, dict) else None
-            raw = [_segment_event(m, None, sent_at) for m in _batch(body)]
+            messages = _batch(body)
+            raw = [_segment_event(m, None, sent_at) for m in messages]
         else:
+            messages = [body]
             raw = [_segment_event(body, kind, None)]
-        answer = await accept(state, project, raw, segment.FIELD_NAMES)
+        answer = await accept(state, project, raw, segment.FIELD_NAMES, messages)
         if answer.status_code == 202:
             answer.status_code = 200  # what Segment's API answers
         return answer
@@ -194,18 +175,11 @@ def _batch(body: Any) -> list[Any]:
     return batch
 
 
-class _Refused:
-    """A message refused before validation (a Segment shape error), kept to report it."""
-
-    def __init__(self, field: str, reason: str, raw: Any) -> None:
-        self.field, self.reason, self.raw = field, reason, raw
-
-
 def _segment_event(message: Any, kind: str | None, sent_at: Any) -> Any:
     try:
         return segment.to_event(message, kind, sent_at)
     except segment.ShapeError as exc:
-        return _Refused(exc.field, str(exc), message)
+        return Refused(exc.field, str(exc))
 
 
 def presented_key(request: Request, body: Any) -> str | None:
@@ -236,119 +210,3 @@ async def authenticate(state: IngestState, request: Request, body: Any) -> str:
 
 def _challenge() -> dict[str, str]:
     return {"WWW-Authenticate": 'Basic realm="funnel-ingest"'}
-
-
-async def accept(
-    state: IngestState,
-    project: str,
-    batch: Sequence[Any],
-    field_names: dict[str, str] | None = None,
-) -> Response:
-    settings = state.settings
-    if len(batch) > settings.max_batch_events:
-        refuse(413, "batch", f"more than {settings.max_batch_events} events")
-    wait = state.limiter.retry_after(project, len(batch))
-    if wait:
-        _count("overloaded", "rate_limited", len(batch))
-        retry = math.ceil(wait)
-        refuse(429, "(body)", "rate limit exceeded", {"Retry-After": str(retry)})
-    received = datetime.now(UTC)
-    limits = Limits(
-        settings.max_properties_bytes,
-        ingest_horizon(settings.retention_days),
-        settings.retention_days,
-    )
-    event_ids: list[str] = []
-    records: list[Record] = []
-    problems: list[Problem] = []
-    rejected: list[Record] = []
-    for index, raw in enumerate(batch):
-        if index and not index % YIELD_EVERY:
-            await asyncio.sleep(0)  # let the loop answer others (and shed) during a big batch
-        if isinstance(raw, _Refused):
-            event, found = None, [Problem(index, raw.field, raw.reason)]
-            raw = raw.raw
-        else:
-            event, found = validate(raw, index)
-            found = [_renamed(p, field_names) for p in found]
-        if event is not None:
-            encoded = encode(event, index, project, received, limits)
-            if isinstance(encoded, Problem):
-                found = [encoded]
-            else:
-                canonical, value = encoded
-                event_ids.append(canonical.event_id)
-                records.append(Record(EVENTS_TOPIC, canonical.key, value, EVENT_HEADERS))
-                continue
-        problems.extend(found)
-        rejected.append(_rejected_record(project, raw, found, received))
-    await _publish(state, records + rejected, len(records))
-    _count("rejected", "invalid", len(rejected))
-    if not records:
-        return answer(400, {"detail": [p.as_dict() for p in problems]})
-    body = {
-        "accepted": len(records),
-        "event_ids": event_ids,
-        "rejected": [p.as_dict() for p in problems],
-    }
-    return answer(202, body)
-
-
-async def _publish(state: IngestState, records: list[Record], accepted: int) -> None:
-    started = time.perf_counter()
-    try:
-        await state.publisher.publish(records)
-    except Unavailable as exc:
-        _count("unavailable", "broker", len(records))
-        refuse(503, "(body)", f"broker: {exc}; retry later", {"Retry-After": "5"})
-    except Overloaded as exc:
-        _count("overloaded", "buffer_full", len(records))
-        refuse(429, "(body)", f"producer: {exc}; retry later", {"Retry-After": "1"})
-    metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
-    _count("accepted", "", accepted)
-
-
-EVENT_HEADERS = ((SCHEMA_HEADER, str(SCHEMA_VERSION).encode()),)
-YIELD_EVERY = 250  # events validated between turns of the event loop
-
-
-def _renamed(problem: Problem, names: dict[str, str] | None) -> Problem:
-    if not names:
-        return problem
-    head, dot, rest = problem.field.partition(".")
-    return Problem(problem.index, names.get(head, head) + dot + rest, problem.reason)
-
-
-def _count(outcome: str, reason: str, n: int) -> None:
-    if n:
-        metrics.EVENTS.labels(outcome, reason).inc(n)
-
-
-def _rejected_record(
-    project: str, raw: Any, problems: Sequence[Problem], received: datetime
-) -> Record:
-    doc = {
-        "project_id": project,
-        "received_at": format_time(received),
-        "errors": [p.as_dict() for p in problems],
-        "event": raw,
-    }
-    try:
-        value = orjson.dumps(doc, default=str)
-    except TypeError:  # nested past what orjson writes (254 levels): kept cut short
-        value = orjson.dumps({**doc, "event": _cut(raw, CUT_DEPTH)}, default=str)
-    return Record(REJECTED_TOPIC, project.encode(), value)
-
-
-CUT_DEPTH = 200
-
-
-def _cut(value: Any, depth: int) -> Any:
-    """``value`` with what nests deeper than ``depth`` levels replaced by a note."""
-    if not isinstance(value, dict | list):
-        return value
-    if depth == 0:
-        return f"(cut: nested deeper than {CUT_DEPTH} levels)"
-    if isinstance(value, dict):
-        return {k: _cut(v, depth - 1) for k, v in value.items()}
-    return [_cut(v, depth - 1) for v in value]
