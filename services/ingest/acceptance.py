@@ -107,7 +107,7 @@ class _Sorted:
                 self.event_ids.append(canonical.event_id)
                 self.records.append(Record(EVENTS_TOPIC, canonical.key, value, EVENT_HEADERS))
                 return
-            found = [encoded]
+            found = [_renamed(encoded, names)]
         self.problems.extend(found)
         self.rejected.append(_rejected_record(self.project, sent, found, self.received))
 

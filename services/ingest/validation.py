@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,7 +18,7 @@ from pydantic import (
 )
 from uuid_utils.compat import uuid7
 
-from shared.events import CanonicalEvent, format_time, unstorable
+from shared.events import MAX_DEPTH, CanonicalEvent, format_time, unstorable
 
 FUTURE_LIMIT = timedelta(hours=24)
 MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -51,20 +50,12 @@ def _instant(value: Any) -> Any:
     return ts.astimezone(UTC)
 
 
-def _storable_text(value: str) -> str:
-    """PostgreSQL's text cannot hold U+0000: refused rather than altered."""
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (U+0000)")
-    return value
-
-
 INSTANT_SCHEMA = {
     "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}, {"type": "null"}],
     "description": "RFC 3339 with a UTC offset, or epoch milliseconds; default: when received.",
 }
 Instant = Annotated[datetime | None, BeforeValidator(_instant), WithJsonSchema(INSTANT_SCHEMA)]
-Text = Annotated[str, AfterValidator(_storable_text)]
-Id = Annotated[Text, Field(min_length=1, max_length=256)]
+Id = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class EventIn(BaseModel):
@@ -81,10 +72,10 @@ class EventIn(BaseModel):
         },
     )
 
-    event_id: Annotated[Text, Field(min_length=1, max_length=128)] | None = None
+    event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     user_id: Id | None = None
     anonymous_id: Id | None = None
-    event: Annotated[Text, Field(min_length=1, max_length=200)]
+    event: Annotated[str, Field(min_length=1, max_length=200)]
     timestamp: Instant = None
     sent_at: Instant = None
     properties: dict[str, Any] = Field(default_factory=dict)
@@ -110,18 +101,14 @@ class Problem:
 
 
 def validate(raw: Any, index: int) -> tuple[EventIn | None, list[Problem]]:
-    """The event's fields checked, and that its properties and context can be stored; the
-    size of its properties and its age are checked by :func:`encode`."""
+    """The event's fields checked; whether it can be stored, its age and the size of its
+    properties are checked by :func:`encode`."""
     if not isinstance(raw, dict):
         return None, [Problem(index, "(event)", "must be a JSON object")]
     try:
         event = EventIn.model_validate(raw)
     except ValidationError as exc:
         return None, [_problem(index, e) for e in exc.errors(include_url=False)]
-    for name in ("properties", "context"):
-        found = unstorable(getattr(event, name), name)
-        if found is not None:
-            return None, [Problem(index, *found)]
     return event, []
 
 
@@ -137,11 +124,14 @@ class Limits:
 def encode(
     event: EventIn, index: int, project_id: str, received_at: datetime, limits: Limits
 ) -> tuple[CanonicalEvent, bytes] | Problem:
-    """The canonical event and its record value, or why it is too old or its properties too
-    large.
+    """The canonical event and its record value, or why it is too old, cannot be stored, or
+    its properties are too large.
 
-    The properties are measured apart only when the whole value is over the limit (a value within
-    it cannot hold larger properties): serializing is the dearest step of ingest's own work.
+    Serializing is the dearest step of ingest's own work, so the record's bytes are what is
+    looked at first: the fields are searched one by one for a NUL only when the record holds
+    one (orjson writes it as an escape), and for deep nesting only when the record holds that
+    many brackets; the properties are measured apart only when the whole value is over the
+    limit (a value within it cannot hold larger properties).
     """
     canonical = canonicalize(event, project_id, received_at)
     if canonical.timestamp < limits.oldest:
@@ -151,7 +141,14 @@ def encode(
             f"is older than the retention period (RETENTION_DAYS={limits.retention_days}):"
             f" events before {format_time(limits.oldest)} are not accepted",
         )
-    value = canonical.to_json()
+    try:
+        value = canonical.to_json()
+    except TypeError:  # nested past what orjson writes (254 levels)
+        return _unstorable(event, index) or Problem(index, "(event)", "cannot be serialized")
+    if _NUL in value or value.count(b"{") + value.count(b"[") > MAX_DEPTH:
+        found = _unstorable(event, index)
+        if found is not None:
+            return found
     max_properties_bytes = limits.max_properties_bytes
     if len(value) > max_properties_bytes:
         size = len(orjson.dumps(event.properties))
@@ -160,6 +157,23 @@ def encode(
                 index, "properties", f"is {size} bytes serialized; at most {max_properties_bytes}"
             )
     return canonical, value
+
+
+_NUL = b"\\u0000"  # U+0000 as orjson writes it in a string
+TEXT_FIELDS = ("event_id", "user_id", "anonymous_id", "event")
+
+
+def _unstorable(event: EventIn, index: int) -> Problem | None:
+    """Which field cannot be stored as it is (see ``shared.events.unstorable``), if any."""
+    for name in TEXT_FIELDS:
+        text = getattr(event, name)
+        if text is not None and "\x00" in text:
+            return Problem(index, name, "must not contain the NUL character (U+0000)")
+    for name in ("properties", "context"):
+        found = unstorable(getattr(event, name), name)
+        if found is not None:
+            return Problem(index, *found)
+    return None
 
 
 def _problem(index: int, error: Any) -> Problem:
