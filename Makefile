@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROMTOOL := $(BIN)/promtool
 
-.PHONY: help install run test test-unit test-integration test-e2e lint format bench clean
+.PHONY: help install browser-deps run test test-unit test-integration test-e2e lint format bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,6 +29,25 @@ $(PROMTOOL): | $(INSTALLED)
 	dpkg-deb --fsys-tarfile prometheus_*.deb | tar -xO ./usr/bin/promtool > "$(CURDIR)/$@.part"; \
 	chmod +x "$(CURDIR)/$@.part"; mv "$(CURDIR)/$@.part" "$(CURDIR)/$@"
 
+# Browser tests: Debian's chromium (apt) driven by playwright-core, Segment's analytics.js
+# bundled from tests/browser/node_modules (versions pinned by its package-lock.json).
+BROWSER := tests/browser
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+$(BROWSER)/node_modules/.installed: $(BROWSER)/package.json $(BROWSER)/package-lock.json
+	cd $(BROWSER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(BROWSER)/dist/analytics.js: $(BROWSER)/node_modules/.installed $(BROWSER)/build.mjs
+	cd $(BROWSER) && node build.mjs
+
+browser-deps: $(CHROMIUM) $(BROWSER)/dist/analytics.js ## Install chromium and the npm packages of the browser tests when missing
+
 run: install ## Run the whole stack: embedded broker, SQLite, ingest, aggregator, API
 	$(BIN)/funnel run
 
@@ -40,7 +59,7 @@ test-unit: install ## Pure logic and services against fakes
 test-integration: install ## Real SQLite and PostgreSQL
 	$(BIN)/pytest tests/integration
 
-test-e2e: install $(PROMTOOL) ## Real processes: broker, ingest, aggregator, API
+test-e2e: install $(PROMTOOL) browser-deps ## Real processes: broker, ingest, aggregator, API, a browser
 	$(BIN)/pytest tests/e2e
 
 lint: install ## ruff lint, ruff format check, mypy strict
@@ -56,4 +75,4 @@ bench: install ## Benchmarks: ratios against a baseline measured in the same run
 	$(BIN)/python -m bench
 
 clean: ## Remove the venv and local data
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis $(BROWSER)/node_modules $(BROWSER)/dist

@@ -19,8 +19,9 @@ from kafka import KafkaProducer
 
 from bench.common import percentile, realistic_event, record
 from services.ingest.segment import to_event
-from services.ingest.validation import Problem, encode, validate
+from services.ingest.validation import Limits, Problem, encode, validate
 from shared.events import EVENTS_TOPIC, SCHEMA_HEADER
+from shared.retention import ingest_horizon
 from tests.databases import migrated
 from tests.stack import Stack
 
@@ -36,7 +37,7 @@ def raw_producer_rate(bootstrap: str, events: list[dict], rounds: int) -> float:
     for i, raw in enumerate(events):
         event, _ = validate(to_event(raw, "track"), i)
         assert event is not None
-        encoded = encode(event, i, "bench", now, max_properties_bytes=32768)
+        encoded = encode(event, i, "bench", now, Limits(32768, ingest_horizon(400), 400))
         assert not isinstance(encoded, Problem)
         records.append((encoded[0].key, encoded[1]))
     producer = KafkaProducer(

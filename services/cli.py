@@ -96,6 +96,7 @@ async def _new_key(project: str, scope: Any) -> str:
 def serve_ingest() -> int:
     import uvicorn
 
+    from services.ingest.server import uvicorn_options
     from services.ingest.settings import IngestSettings
 
     settings = IngestSettings()
@@ -107,6 +108,7 @@ def serve_ingest() -> int:
         workers=settings.workers if settings.workers > 1 else None,
         log_level="warning",
         access_log=False,
+        **uvicorn_options(settings),
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""Settings every service reads: the database and the Kafka bootstrap servers."""
+"""Settings every service reads: the database, the Kafka bootstrap servers, the retention."""
 
 from __future__ import annotations
 
@@ -25,4 +25,12 @@ class CommonSettings(BaseSettings):
         "",
         validation_alias=AliasChoices("WEBHOOK_ALLOWED_NETWORKS", "webhook_allowed_networks"),
         description="CIDRs webhooks may target even though they are not public addresses.",
+    )
+    retention_days: int = Field(
+        400,
+        ge=1,
+        validation_alias=AliasChoices(
+            "RETENTION_DAYS", "AGGREGATOR_RETENTION_DAYS", "retention_days"
+        ),
+        description="Events older than this many days are refused at ingest and expired after.",
     )

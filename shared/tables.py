@@ -65,6 +65,9 @@ events = Table(
     Column("received_at_us", BigInteger, nullable=False),
     Column("properties", JSON, nullable=False),
     Column("context", JSON, nullable=False),
+    # Both ids the event carried (person_id is one of them), for identity merge (0009).
+    Column("user_id", String(256)),
+    Column("anonymous_id", String(256)),
     Index(None, "project_id", "person_id", "ts_us"),
     # For the retention purge only: block ranges on PostgreSQL (migration 0008).
     Index(None, "ts_us", postgresql_using="brin"),

@@ -94,6 +94,8 @@ EVENT_COLUMNS = (
     "received_at_us",
     "properties",
     "context",
+    "user_id",
+    "anonymous_id",
 )
 
 
@@ -107,6 +109,8 @@ def _event_row(e: CanonicalEvent) -> tuple[Any, ...]:
         to_micros(e.received_at),
         e.properties,
         e.context,
+        e.user_id,
+        e.anonymous_id,
     )
 
 

@@ -22,16 +22,10 @@ from services.aggregator.settings import AggregatorSettings
 from services.aggregator.source import KafkaSource
 from shared.db import create_engine, is_unavailable, sessionmaker
 from shared.events import EVENTS_TOPIC
-from shared.keys import now_us
 from shared.netguard import parse_networks
+from shared.retention import retention_horizon
 
 log = logging.getLogger(__name__)
-DAY_US = 86_400 * 1_000_000
-
-
-def retention_horizon(retention_days: int) -> int:
-    """Events before this instant (µs) are expired: midnight UTC, ``retention_days`` ago."""
-    return (now_us() // DAY_US - retention_days) * DAY_US
 
 
 def tune_gc() -> None:

@@ -17,7 +17,7 @@ class AggregatorSettings(CommonSettings):
     heartbeat_interval_ms: int = 2_000
     backfill_persons_per_batch: int = 500
     known_capacity: int = 50_000
-    retention_days: int = 400
+    # retention_days: shared (RETENTION_DAYS, or AGGREGATOR_RETENTION_DAYS as before)
     timer_interval_s: float = 1.0
     fire_backfilled_timers: bool = False
     webhook_interval_s: float = 0.5

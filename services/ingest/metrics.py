@@ -17,6 +17,12 @@ PRODUCE_SECONDS = Histogram(
     "Time from handing a request's records to the producer to the broker's acknowledgement.",
 )
 IN_FLIGHT = Gauge("funnel_ingest_requests_in_flight", "Ingest requests being handled.")
+SHED = Counter(
+    "funnel_ingest_shed_requests_total",
+    "Requests answered 429 before their body was read, by the bound they met "
+    "(in_flight, body_bytes).",
+    ["reason"],
+)
 
 # Label values known in advance start at 0, so that a panel shows 0 rather than no data.
 OUTCOMES = (
@@ -30,3 +36,5 @@ for _outcome, _reason in OUTCOMES:
     EVENTS.labels(_outcome, _reason)
 for _route in ("events", "segment"):
     REQUEST_SECONDS.labels(_route)
+for _reason in ("in_flight", "body_bytes"):
+    SHED.labels(_reason)

@@ -7,10 +7,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from uuid_utils.compat import uuid7
 
-from shared.events import CanonicalEvent
+from shared.events import MAX_DEPTH, CanonicalEvent, format_time, unstorable
 
 FUTURE_LIMIT = timedelta(hours=24)
 MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -42,14 +50,27 @@ def _instant(value: Any) -> Any:
     return ts.astimezone(UTC)
 
 
-Instant = Annotated[datetime | None, BeforeValidator(_instant)]
+INSTANT_SCHEMA = {
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}, {"type": "null"}],
+    "description": "RFC 3339 with a UTC offset, or epoch milliseconds; default: when received.",
+}
+Instant = Annotated[datetime | None, BeforeValidator(_instant), WithJsonSchema(INSTANT_SCHEMA)]
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class EventIn(BaseModel):
     """One event as clients post it to ``/v1/events``."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        strict=True,
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("user_id", "anonymous_id")
+            ]
+        },
+    )
 
     event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     user_id: Id | None = None
@@ -80,7 +101,8 @@ class Problem:
 
 
 def validate(raw: Any, index: int) -> tuple[EventIn | None, list[Problem]]:
-    """The event's fields checked; the size of its properties is checked by :func:`encode`."""
+    """The event's fields checked; whether it can be stored, its age and the size of its
+    properties are checked by :func:`encode`."""
     if not isinstance(raw, dict):
         return None, [Problem(index, "(event)", "must be a JSON object")]
     try:
@@ -90,16 +112,44 @@ def validate(raw: Any, index: int) -> tuple[EventIn | None, list[Problem]]:
     return event, []
 
 
-def encode(
-    event: EventIn, index: int, project_id: str, received_at: datetime, *, max_properties_bytes: int
-) -> tuple[CanonicalEvent, bytes] | Problem:
-    """The canonical event and its record value, or why its properties are too large.
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What :func:`encode` refuses: properties over a size, instants before the horizon."""
 
-    The properties are measured apart only when the whole value is over the limit (a value within
-    it cannot hold larger properties): serializing is the dearest step of ingest's own work.
+    max_properties_bytes: int
+    oldest: datetime  # see shared.retention.ingest_horizon
+    retention_days: int
+
+
+def encode(
+    event: EventIn, index: int, project_id: str, received_at: datetime, limits: Limits
+) -> tuple[CanonicalEvent, bytes] | Problem:
+    """The canonical event and its record value, or why it is too old, cannot be stored, or
+    its properties are too large.
+
+    Serializing is the dearest step of ingest's own work, so the record's bytes are what is
+    looked at first: the fields are searched one by one for a NUL only when the record holds
+    one (orjson writes it as an escape), and for deep nesting only when the record holds that
+    many brackets; the properties are measured apart only when the whole value is over the
+    limit (a value within it cannot hold larger properties).
     """
     canonical = canonicalize(event, project_id, received_at)
-    value = canonical.to_json()
+    if canonical.timestamp < limits.oldest:
+        return Problem(
+            index,
+            "timestamp",
+            f"is older than the retention period (RETENTION_DAYS={limits.retention_days}):"
+            f" events before {format_time(limits.oldest)} are not accepted",
+        )
+    try:
+        value = canonical.to_json()
+    except TypeError:  # nested past what orjson writes (254 levels)
+        return _unstorable(event, index) or Problem(index, "(event)", "cannot be serialized")
+    if _NUL in value or value.count(b"{") + value.count(b"[") > MAX_DEPTH:
+        found = _unstorable(event, index)
+        if found is not None:
+            return found
+    max_properties_bytes = limits.max_properties_bytes
     if len(value) > max_properties_bytes:
         size = len(orjson.dumps(event.properties))
         if size > max_properties_bytes:
@@ -107,6 +157,23 @@ def encode(
                 index, "properties", f"is {size} bytes serialized; at most {max_properties_bytes}"
             )
     return canonical, value
+
+
+_NUL = b"\\u0000"  # U+0000 as orjson writes it in a string
+TEXT_FIELDS = ("event_id", "user_id", "anonymous_id", "event")
+
+
+def _unstorable(event: EventIn, index: int) -> Problem | None:
+    """Which field cannot be stored as it is (see ``shared.events.unstorable``), if any."""
+    for name in TEXT_FIELDS:
+        text = getattr(event, name)
+        if text is not None and "\x00" in text:
+            return Problem(index, name, "must not contain the NUL character (U+0000)")
+    for name in ("properties", "context"):
+        found = unstorable(getattr(event, name), name)
+        if found is not None:
+            return Problem(index, *found)
+    return None
 
 
 def _problem(index: int, error: Any) -> Problem:

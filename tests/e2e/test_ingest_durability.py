@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import pytest
 from segment.analytics import Client
 
 from shared.events import EVENTS_TOPIC, REJECTED_TOPIC, CanonicalEvent
+from shared.retention import ingest_horizon
 from tests.stack import eventually, read_topic
 
 
@@ -96,3 +100,37 @@ def test_invalid_events_are_kept_on_the_rejected_topic(stack):
 def test_a_missing_write_key_is_401_over_http(stack, path):
     with stack.ingest() as ingest:
         assert ingest.post(path, json={"userId": "u", "event": "a"}, auth=None).status_code == 401
+
+
+def test_an_event_older_than_the_retention_is_refused_by_field_and_kept_on_the_rejected_topic(
+    stack,
+):
+    oldest = ingest_horizon(400)  # the stack runs with the default RETENTION_DAYS
+    old = {
+        "type": "track",
+        "userId": "retained",
+        "event": "visit",
+        "messageId": "too-old",
+        "timestamp": (oldest - timedelta(hours=1)).isoformat(),
+    }
+    fresh = {**old, "messageId": "fresh", "timestamp": datetime.now(UTC).isoformat()}
+    with stack.ingest() as ingest:
+        r = ingest.post("/v1/batch", json={"batch": [old, fresh]})
+    assert r.status_code == 200
+    [problem] = r.json()["rejected"]
+    assert (problem["index"], problem["field"]) == (0, "timestamp")
+    assert "RETENTION_DAYS=400" in problem["reason"]
+
+    def rejected() -> list[Any]:
+        records = read_topic(stack.broker.bootstrap, REJECTED_TOPIC)
+        return [d for d in map(orjson.loads, (r.value for r in records)) if d["event"] == old]
+
+    [kept] = eventually(rejected, lambda found: len(found) == 1, timeout_s=30, what="rejected")
+    assert kept["errors"] == [problem]
+    on_topic = eventually(
+        lambda: [e.event_id for e in topic_events(stack) if e.person_id == "retained"],
+        lambda ids: ids == ["fresh"],
+        timeout_s=30,
+        what="the fresh event alone on the events topic",
+    )
+    assert on_topic == ["fresh"]
