@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.aggregator import metrics
 from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.processor import Processor
+from services.aggregator.progress import Progress
 from services.aggregator.remarketing import Clock, SystemClock, TimerFirer
 from services.aggregator.repository import StaleOffsets
 from services.aggregator.sender import HttpSender, Sender
@@ -84,7 +85,8 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
         asyncio.create_task(deliver_webhooks(sessionmaker(engine), sender, clock, settings, stop)),
     ]
     try:
-        await consume(processor, source, settings, stop)
+        progress = Progress(sessionmaker(engine), settings.group_id)
+        await consume(processor, source, settings, stop, progress)
     finally:
         stop.set()
         await asyncio.gather(*background, return_exceptions=True)
@@ -139,7 +141,11 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 
 
 async def consume(
-    processor: Processor, source: Source, settings: AggregatorSettings, stop: asyncio.Event
+    processor: Processor,
+    source: Source,
+    settings: AggregatorSettings,
+    stop: asyncio.Event,
+    progress: Progress | None = None,
 ) -> None:
     """Apply batches as they come; backfill when idle and at least once a second when busy."""
     due = {"lag": 0.0, "backfill": 0.0, "purge": 0.0, "statistics": 0.0}
@@ -168,6 +174,8 @@ async def consume(
             due["lag"] = now + 5
             for (_, partition), lag in (await asyncio.to_thread(source.lag)).items():
                 metrics.LAG_RECORDS.labels(str(partition)).set(lag)
+        if progress is not None:  # records is the batch applied in this round, or empty
+            await progress.observe(source, records)
 
 
 def _observe_age(timestamp_ms: int, partition: int) -> None:
