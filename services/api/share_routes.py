@@ -100,6 +100,8 @@ async def list_share_links(
     ] = None,
 ) -> dict[str, Any]:
     """The project's share links, revoked and expired ones too (never their tokens)."""
+    if funnel_id is not None and not well_formed_id(funnel_id):
+        return {"share_links": []}  # no funnel has that id
     async with sessions(request)() as session:
         rows = await share_links.list_links(session, grant.project_id, funnel_id)
     return {"share_links": [link_view(r) for r in rows]}
