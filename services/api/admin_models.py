@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from services.api.response_models import Out
 from services.api.schemas import FunnelId, Name, Strict
+from shared.events import format_time, from_micros
 from shared.funnel import CountMode
 
 ProjectId = Annotated[
@@ -15,6 +16,11 @@ ProjectId = Annotated[
 ]
 DAY_S = 86_400
 MAX_SHARE_S = 366 * DAY_S
+
+
+def shown(us: int | None) -> str | None:
+    """A stored instant (µs) as answers show it; ``None`` stays ``null``."""
+    return None if us is None else format_time(from_micros(us))
 
 
 class ProjectIn(Strict):

@@ -19,20 +19,16 @@ from services.api.admin_models import (
     ProjectIn,
     ProjectList,
     ProjectOut,
+    shown,
 )
 from services.api.auth import Instance, Manager
 from services.api.body import StrictJsonRoute
 from services.api.errors import declared, refuse
 from services.api.limits import well_formed_id
 from shared import keys
-from shared.events import format_time, from_micros
 from shared.keys import InstanceGrant, KeyRow
 
 router = APIRouter(prefix="/v1/projects", tags=["admin"], route_class=StrictJsonRoute)
-
-
-def _time(us: int | None) -> str | None:
-    return None if us is None else format_time(from_micros(us))
 
 
 def key_view(row: KeyRow) -> dict[str, Any]:
@@ -42,13 +38,13 @@ def key_view(row: KeyRow) -> dict[str, Any]:
         "scope": row.scope,
         "project_id": row.project_id,
         "name": row.name,
-        "created_at": _time(row.created_at_us),
-        "revoked_at": _time(row.revoked_at_us),
+        "created_at": shown(row.created_at_us),
+        "revoked_at": shown(row.revoked_at_us),
     }
 
 
 def _project_view(project_id: str, created_at_us: int) -> dict[str, Any]:
-    return {"id": project_id, "created_at": _time(created_at_us)}
+    return {"id": project_id, "created_at": shown(created_at_us)}
 
 
 async def _project(request: Request, grant: Any, project_id: str) -> None:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from services.api import repository, share_links
+from services.api.admin_models import shown
+from services.api.analysis_routes import From, To
 from services.api.auth import Reader
 from services.api.body import StrictJsonRoute
 from services.api.chart import funnel_svg
@@ -15,7 +17,6 @@ from services.api.errors import declared, refuse
 from services.api.funnels_routes import _require
 from services.api.kept import kept_report, sessions
 from services.api.limits import well_formed_id
-from shared.events import format_time, from_micros
 from shared.funnel import CountMode
 from shared.keys import now_us
 
@@ -57,22 +58,14 @@ async def chart(
     funnel_id: str,
     request: Request,
     grant: Reader,
-    from_: Annotated[
-        str | None, Query(alias="from", max_length=64, description="Entries from (incl.)")
-    ] = None,
-    to: Annotated[
-        str | None, Query(max_length=64, description="Entries until (excl.); default now")
-    ] = None,
+    from_: From = None,
+    to: To = None,
     count: CountMode | None = None,
 ) -> Response:
     """The funnel as an SVG picture: a bar per step with persons, rates, drop-off, value."""
     row = await _require(request, grant.project_id, funnel_id)
     svg = await render(request, row, from_, to, count)
     return Response(svg, media_type="image/svg+xml", headers=SVG_HEADERS)
-
-
-def _time(us: int | None) -> str | None:
-    return None if us is None else format_time(from_micros(us))
 
 
 async def _link(request: Request, token: str) -> Any:
@@ -83,9 +76,9 @@ async def _link(request: Request, token: str) -> Any:
     if link is None:
         refuse(404, "token", "no such share link")
     if link.revoked_at_us is not None:
-        refuse(410, "token", f"this share link was revoked at {_time(link.revoked_at_us)}")
+        refuse(410, "token", f"this share link was revoked at {shown(link.revoked_at_us)}")
     if link.expires_at_us <= now_us():
-        refuse(410, "token", f"this share link expired at {_time(link.expires_at_us)}")
+        refuse(410, "token", f"this share link expired at {shown(link.expires_at_us)}")
     return link
 
 
@@ -101,7 +94,7 @@ async def shared_chart(token: str, request: Request) -> Response:
         row = await repository.get_funnel(session, link.project_id, link.funnel_id)
     if row is None:  # deleted meanwhile (its links go with it)
         refuse(404, "token", "no such share link")
-    from_, to = _time(link.from_us), _time(link.to_us)
+    from_, to = shown(link.from_us), shown(link.to_us)
     svg = await render(request, row, from_, to, link.count, last_days=link.last_days)
     headers = {**SVG_HEADERS, "Cache-Control": f"max-age={SHARED_MAX_AGE_S}"}
     return Response(svg, media_type="image/svg+xml", headers=headers)

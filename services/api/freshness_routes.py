@@ -6,21 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from services.api.admin_models import FreshnessOut
+from services.api.admin_models import FreshnessOut, shown
 from services.api.auth import Reader
 from services.api.body import StrictJsonRoute
 from services.api.errors import declared
 from services.api.freshness import Freshness, read_freshness
 from services.api.kept import sessions
 from services.api.limits import EARLIEST, parse_instant
-from shared.events import format_time, from_micros, to_micros
+from shared.events import to_micros
 from shared.keys import now_us
 
 router = APIRouter(tags=["freshness"], route_class=StrictJsonRoute)
-
-
-def _time(us: int | None) -> str | None:
-    return None if us is None else format_time(from_micros(us))
 
 
 def _seconds(since_us: int | None, now: int) -> float | None:
@@ -29,18 +25,18 @@ def _seconds(since_us: int | None, now: int) -> float | None:
 
 def freshness_view(found: Freshness, now: int) -> dict[str, Any]:
     return {
-        "complete_to": _time(found.complete_to_us),
+        "complete_to": shown(found.complete_to_us),
         "lag_records": found.lag_records,
         "lag_seconds": _seconds(found.complete_to_us, now),
-        "checked_at": _time(now),
+        "checked_at": shown(now),
         "partitions": [
             {
                 "topic": p.topic,
                 "partition": p.partition,
                 "lag_records": p.lag_records,
-                "complete_to": _time(p.complete_to_us),
+                "complete_to": shown(p.complete_to_us),
                 "lag_seconds": _seconds(p.complete_to_us, now),
-                "observed_at": _time(p.observed_at_us),
+                "observed_at": shown(p.observed_at_us),
             }
             for p in found.partitions
         ],

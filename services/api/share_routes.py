@@ -9,21 +9,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from services.api import repository, share_links
-from services.api.admin_models import NewShareLink, ShareLinkIn, ShareLinkList, ShareLinkOut
+from services.api.admin_models import (
+    NewShareLink,
+    ShareLinkIn,
+    ShareLinkList,
+    ShareLinkOut,
+    shown,
+)
 from services.api.auth import Admin
 from services.api.body import StrictJsonRoute
 from services.api.errors import declared, refuse
 from services.api.kept import sessions
 from services.api.limits import bounded_range, well_formed_id
 from services.api.share_links import LinkSpec, ShareLinkRow
-from shared.events import format_time, from_micros, to_micros
+from shared.events import to_micros
 from shared.keys import now_us
 
 router = APIRouter(prefix="/v1/share-links", tags=["share links"], route_class=StrictJsonRoute)
-
-
-def _time(us: int | None) -> str | None:
-    return None if us is None else format_time(from_micros(us))
 
 
 def link_view(row: ShareLinkRow) -> dict[str, Any]:
@@ -33,12 +35,12 @@ def link_view(row: ShareLinkRow) -> dict[str, Any]:
         "prefix": row.prefix,
         "name": row.name,
         "last_days": row.last_days,
-        "from": _time(row.from_us),
-        "to": _time(row.to_us),
+        "from": shown(row.from_us),
+        "to": shown(row.to_us),
         "count": row.count,
-        "created_at": _time(row.created_at_us),
-        "expires_at": _time(row.expires_at_us),
-        "revoked_at": _time(row.revoked_at_us),
+        "created_at": shown(row.created_at_us),
+        "expires_at": shown(row.expires_at_us),
+        "revoked_at": shown(row.revoked_at_us),
         "active": row.revoked_at_us is None and row.expires_at_us > now_us(),
     }
 
