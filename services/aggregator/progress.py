@@ -40,6 +40,7 @@ from shared.tables import aggregator_progress
 
 log = logging.getLogger(__name__)
 ASK_TIMEOUT_MS = 2_000  # the broker's answer to "end offsets?"; the loop waits for it
+AFTER_FAILURE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,8 @@ class Progress:
             await self.write(source)
         except Exception as exc:  # the figures stay behind; processing goes on
             log.warning("could not record the aggregator's progress: %r", exc)
+            # The ask waits up to ASK_TIMEOUT_MS on the loop: not every second while it fails.
+            self._due = time.monotonic() + AFTER_FAILURE_S
 
     async def write(self, source: Source) -> None:
         asked_at = self._clock()

@@ -61,6 +61,13 @@ async def manager(grant: AnyGrant) -> KeyGrant | InstanceGrant:
     return grant
 
 
+async def observer(grant: AnyGrant) -> KeyGrant | InstanceGrant:
+    """A read or admin key, or an instance key (for what concerns the whole instance)."""
+    if isinstance(grant, KeyGrant) and grant.scope == "write":
+        refuse(403, "authorization", "a write key cannot read; use a read key")
+    return grant
+
+
 async def instance(grant: AnyGrant) -> InstanceGrant:
     if not isinstance(grant, InstanceGrant):
         refuse(
@@ -73,3 +80,4 @@ Reader = Annotated[KeyGrant, Depends(reader)]
 Admin = Annotated[KeyGrant, Depends(admin)]
 Manager = Annotated[KeyGrant | InstanceGrant, Depends(manager)]
 Instance = Annotated[InstanceGrant, Depends(instance)]
+Observer = Annotated[KeyGrant | InstanceGrant, Depends(observer)]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from services.api.admin_models import FreshnessOut, shown
-from services.api.auth import Reader
+from services.api.auth import Observer
 from services.api.body import StrictJsonRoute
 from services.api.errors import declared
 from services.api.freshness import Freshness, read_freshness
@@ -51,7 +51,7 @@ def freshness_view(found: Freshness, now: int) -> dict[str, Any]:
 )
 async def freshness(
     request: Request,
-    _grant: Reader,
+    _grant: Observer,
     sent: Annotated[
         str | None,
         Query(max_length=64, description="An instant (RFC 3339): is all sent before it counted?"),
