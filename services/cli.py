@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from services import keys_cli
 from shared.logging_setup import setup_logging
 
 VAR = Path("var")
@@ -32,10 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "offsets", help="forget the aggregator's stored Kafka offsets (after recreating topics)"
     )
     offsets.add_argument("action", choices=["reset"])
-    keys = commands.add_parser("keys", help="API keys")
-    keys.add_argument("action", choices=["create"])
-    keys.add_argument("--project", required=True)
-    keys.add_argument("--scope", choices=["write", "read", "admin"], default="write")
+    keys_cli.add_parser(commands)
     args = parser.parse_args(argv)
     setup_logging(os.environ.get("LOG_LEVEL", "INFO"))
     handler: dict[str, Any] = {
@@ -45,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         "aggregator": run_aggregator,
         "migrate": migrate,
         "topics": lambda: create_topics(args.partitions),
-        "keys": lambda: create_key(args.project, args.scope),
+        "keys": lambda: keys_cli.run(args),
         "offsets": reset_offsets,
     }
     return int(handler[args.command]() or 0)
@@ -73,24 +71,6 @@ def reset_offsets() -> int:
 
     asyncio.run(_forget_offsets(CommonSettings().database_url))
     return 0
-
-
-def create_key(project: str, scope: Any) -> int:
-    print(asyncio.run(_new_key(project, scope)))
-    return 0
-
-
-async def _new_key(project: str, scope: Any) -> str:
-    from shared.config import CommonSettings
-    from shared.db import create_engine, sessionmaker
-    from shared.keys import create_key as create
-
-    engine = create_engine(CommonSettings().database_url)
-    try:
-        async with sessionmaker(engine).begin() as session:
-            return await create(session, project, scope)
-    finally:
-        await engine.dispose()
 
 
 def serve_ingest() -> int:
@@ -227,7 +207,7 @@ def _serve(
         # would skip its first records. Stored events keep duplicates out.
         asyncio.run(_forget_offsets(common.database_url))
     create_topics(common.kafka_bootstrap_servers, partitions=8)
-    write_key, admin_key = asyncio.run(_dev_keys())
+    dev_keys = asyncio.run(_dev_keys())
     env = {"KAFKA_BOOTSTRAP_SERVERS": common.kafka_bootstrap_servers}
     for name in ("aggregator", "ingest", "api"):
         children[name] = spawn([name], env, VAR / f"{name}.log")
@@ -237,7 +217,7 @@ def _serve(
         print(f"funnel run: {exc}", file=sys.stderr)
         return 1
     if died is None:
-        _banner(common, {n: port for n, (_, port) in addresses.items()}, write_key, admin_key)
+        _banner(common, {n: port for n, (_, port) in addresses.items()}, dev_keys)
     while died is None:
         time.sleep(0.2)
         died = next((n for n, child in children.items() if child.poll() is not None), None)
@@ -247,12 +227,14 @@ def _serve(
 
 async def _forget_offsets(url: str) -> None:
     from shared.db import create_engine, sessionmaker
-    from shared.tables import consumer_offsets
+    from shared.tables import aggregator_progress, consumer_offsets
 
     engine = create_engine(url)
     try:
         async with sessionmaker(engine).begin() as session:
             await session.execute(consumer_offsets.delete())
+            # What the aggregator saw of the old log (the next one starts empty).
+            await session.execute(aggregator_progress.delete())
     finally:
         await engine.dispose()
 
@@ -271,32 +253,34 @@ def _addresses() -> dict[str, tuple[str, int]]:
     }
 
 
-async def _dev_keys() -> tuple[str, str]:
-    """The development project's keys, kept in var/dev-keys.json so that restarts reuse them."""
+async def _dev_keys() -> dict[str, str]:
+    """The development keys: the default project's write and admin keys and an instance key,
+    kept in var/dev-keys.json so that restarts reuse them (those still valid)."""
+    from shared.config import CommonSettings
+    from shared.db import create_engine, sessionmaker
+    from shared.keys import find_grant
+
     path = VAR / "dev-keys.json"
-    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-        saved = json.loads(path.read_text())
-        from shared.config import CommonSettings
-        from shared.db import create_engine, sessionmaker
-        from shared.keys import find_key
-
-        engine = create_engine(CommonSettings().database_url)
-        try:
-            async with sessionmaker(engine)() as session:
-                if await find_key(session, saved["write"]) and await find_key(
-                    session, saved["admin"]
-                ):
-                    return saved["write"], saved["admin"]
-        finally:
-            await engine.dispose()
-    write_key, admin_key = await _new_key("default", "write"), await _new_key("default", "admin")
-    path.write_text(json.dumps({"write": write_key, "admin": admin_key}))
+    saved: dict[str, str] = {}
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        saved = {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, str)}
+    engine = create_engine(CommonSettings().database_url)
+    try:
+        async with sessionmaker(engine).begin() as session:
+            for scope in ("write", "admin", "instance"):
+                if scope not in saved or await find_grant(session, saved[scope]) is None:
+                    project = None if scope == "instance" else "default"
+                    saved[scope] = await keys_cli.new_key(session, project, scope, "funnel run")
+    finally:
+        await engine.dispose()
+    path.write_text(json.dumps(saved))
     path.chmod(0o600)
-    return write_key, admin_key
+    return saved
 
 
-def _banner(common: Any, ports: dict[str, int], write_key: str, admin_key: str) -> None:
+def _banner(common: Any, ports: dict[str, int], keys: dict[str, str]) -> None:
     ingest, api = f"http://127.0.0.1:{ports['ingest']}", f"http://127.0.0.1:{ports['api']}"
+    write_key, admin_key = keys["write"], keys["admin"]
     print(
         f"""
 Funnel Tracker is running (Ctrl-C stops everything).
@@ -306,6 +290,7 @@ Funnel Tracker is running (Ctrl-C stops everything).
   api         {api}   (docs {api}/docs, metrics {api}/metrics)
   aggregator  metrics http://127.0.0.1:{ports["aggregator"]}/metrics
   project     default   write key {write_key}   admin key {admin_key}
+  instance    key {keys["instance"]}   (creates projects and their keys: /v1/projects)
 
 Try it:
   curl -s -X POST {api}/v1/funnels -H 'Authorization: Bearer {admin_key}' \\

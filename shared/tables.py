@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     ForeignKey,
     Index,
@@ -48,10 +49,43 @@ api_keys = Table(
     "api_keys",
     metadata,
     Column("key_hash", String(64), primary_key=True),
-    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
-    Column("scope", String(16), nullable=False),  # write | read | admin
+    # NULL for an instance key (scope "instance"), which belongs to no project.
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE")),
+    Column("scope", String(16), nullable=False),  # write | read | admin | instance
     Column("created_at_us", BigInteger, nullable=False),
     Column("revoked_at_us", BigInteger),
+    # What a key is shown and revoked by (migration 0009); the key itself is never stored.
+    Column("id", String(36), nullable=False),
+    Column("prefix", String(16)),  # its first characters; NULL for keys made before 0009
+    Column("name", String(200)),
+    Index(None, "id", unique=True),
+    Index(None, "project_id"),
+    CheckConstraint(
+        "(scope = 'instance') = (project_id IS NULL)",
+        name="ck_api_keys_instance_key_has_no_project",
+    ),
+)
+
+# Public links to a funnel's chart: the token is stored as its SHA-256 hash, like keys; what
+# the link shows (range, count) is fixed here, so that a link cannot be altered.
+share_links = Table(
+    "share_links",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("token_hash", String(64), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("funnel_id", String(36), ForeignKey("funnels.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200)),
+    Column("last_days", Integer),  # a range relative to now, or [from_us, to_us)
+    Column("from_us", BigInteger),
+    Column("to_us", BigInteger),
+    Column("count", String(16)),  # uniques | totals | NULL: the funnel's own
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=False),
+    Column("revoked_at_us", BigInteger),
+    Index(None, "token_hash", unique=True),
+    Index(None, "project_id"),
 )
 
 events = Table(
@@ -142,6 +176,21 @@ consumer_offsets = Table(
     Column("topic", String(249), primary_key=True),
     Column("partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+)
+
+# What the aggregator last saw of each partition, for the API's freshness figures (migration
+# 0009): the partition's end offset and the instant just before it was asked for, and an
+# instant up to which every event acknowledged in the partition is applied (never decreases).
+aggregator_progress = Table(
+    "aggregator_progress",
+    metadata,
+    Column("group_id", String(128), primary_key=True),
+    Column("topic", String(249), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("end_offset", BigInteger),  # NULL: no aggregator has owned the partition yet
+    Column("observed_at_us", BigInteger),
+    Column("complete_to_us", BigInteger),
     Column("updated_at_us", BigInteger, nullable=False),
 )
 

@@ -20,6 +20,7 @@ from kafka.errors import KafkaError
 
 from services.aggregator import metrics
 from services.aggregator.processor import Processor
+from services.aggregator.progress import Progress
 from services.aggregator.repository import StaleOffsets
 from services.aggregator.source import Source
 from shared.db import is_unavailable
@@ -64,8 +65,10 @@ class Consumer:
         stop: asyncio.Event,
         *,
         backfill_persons: int,
+        progress: Progress | None = None,
     ) -> None:
         self._processor = processor
+        self._progress = progress
         self._source = source
         self._stop = stop
         self._backfill_persons = backfill_persons
@@ -97,7 +100,11 @@ class Consumer:
             self._answered()
             await asyncio.to_thread(self._source.committed, committed)
             _observe_age(records[-1].timestamp_ms, records[-1].partition)
+            if self._progress is not None:
+                self._progress.applied(records)
         await self._chores(idle=not records)
+        if self._progress is not None:
+            await self._progress.observe(self._source, ())
 
     def _answered(self) -> None:
         """The database answered: the failures, if any, are over."""

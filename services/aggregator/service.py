@@ -16,6 +16,7 @@ from services.aggregator import metrics
 from services.aggregator.consumer import Backoff, Consumer
 from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.processor import Processor
+from services.aggregator.progress import Progress
 from services.aggregator.remarketing import Clock, SystemClock, TimerFirer
 from services.aggregator.sender import HttpSender, Sender
 from services.aggregator.settings import AggregatorSettings
@@ -67,7 +68,11 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
     ]
     try:
         await Consumer(
-            processor, source, stop, backfill_persons=settings.backfill_persons_per_batch
+            processor,
+            source,
+            stop,
+            backfill_persons=settings.backfill_persons_per_batch,
+            progress=Progress(sessionmaker(engine), settings.group_id),
         ).run()
     finally:
         stop.set()

@@ -66,6 +66,11 @@ class Source(Protocol):
 
     def lag(self) -> dict[Partition, int]: ...
 
+    def end_offsets(self, timeout_ms: int) -> dict[Partition, int]:
+        """Every partition of the subscribed topics and its end offset, asked of the broker
+        now (not the one last fetched); raises KafkaError when it does not answer in time."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -191,6 +196,15 @@ class KafkaSource:
             if high is not None and position is not None:
                 lags[key] = max(high - position, 0)
         return lags
+
+    def end_offsets(self, timeout_ms: int) -> dict[Partition, int]:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in sorted(self._consumer.subscription() or ())
+            for p in sorted(self._consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = self._consumer.end_offsets(partitions, timeout_ms) if partitions else {}
+        return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

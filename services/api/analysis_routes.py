@@ -1,4 +1,4 @@
-"""Routes for templates, trends, forecast, plans, diagnosis and the chart."""
+"""Routes for templates, trends, forecast, plans and diagnosis."""
 
 from __future__ import annotations
 
@@ -7,23 +7,15 @@ from dataclasses import asdict
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 
 from services.api import analysis, repository
 from services.api.analysis import Interval
 from services.api.auth import Admin, Reader
 from services.api.body import StrictJsonRoute
-from services.api.chart import funnel_svg
 from services.api.errors import declared, refuse
-from services.api.funnels_routes import (
-    _require,
-    _view,
-    choose_breakdown,
-    kept_report,
-    report_range,
-    stamp_rules,
-    validated,
-)
+from services.api.funnels_routes import _require, _view, choose_breakdown, stamp_rules, validated
+from services.api.kept import complete_to, group_complete_to, kept_report, report_range
 from services.api.limits import check_cohorts
 from services.api.report import Window
 from services.api.reporting import cohort_reports, pipeline
@@ -116,10 +108,12 @@ async def trends(
     mode = count or row.definition.get("count", "uniques")
     windows = [Window(to_micros(a), to_micros(b), window.now) for a, b in bounds]
     async with request.app.state.api.sessions() as session:
+        complete = await group_complete_to(request, session)  # read before what it describes
         reports = await cohort_reports(session, funnel_id, definition, windows, mode)
     cohorts = analysis.trends(definition, bounds, reports, window.now)
     return {
         "funnel": {"id": row.id, "name": row.name},
+        "complete_to": complete_to(complete, row),
         "interval": interval,
         "timezone": str(zone),
         "count": mode,
@@ -159,10 +153,12 @@ async def forecast(
     definition = definition_from_doc(row.definition)
     _, _, window = report_range(request, from_, to)
     async with request.app.state.api.sessions() as session:
+        complete = await group_complete_to(request, session)  # read before what it describes
         tally = await pipeline(session, funnel_id, definition, window, count or "totals")
     stages = analysis.forecast(definition, tally)
     return {
         "funnel": {"id": row.id, "name": row.name},
+        "complete_to": complete_to(complete, row),
         "value_property": definition.value_property,
         "weighted_value": sum(s.weighted_value for s in stages),
         "open_value": sum(s.value for s in stages),
@@ -184,8 +180,8 @@ async def make_plan(
     row = await _require(request, grant.project_id, funnel_id)
     definition = definition_from_doc(row.definition)
     n = len(definition.steps)
-    computed, _ = await kept_report(request, row, body.from_, body.to, "uniques", None)
-    measured = computed.report.steps
+    served = await kept_report(request, row, body.from_, body.to, "uniques", None)
+    measured = served.computed.report.steps
     if body.step_rates is not None:
         if len(body.step_rates) != n - 1:
             refuse(422, "step_rates", f"need {n - 1} rates for {n} steps")
@@ -219,6 +215,7 @@ async def make_plan(
         refuse(422, "(body)", "the plan's numbers are too large to be finite; lower the target")
     return {
         "funnel": {"id": row.id, "name": row.name},
+        "complete_to": complete_to(served.complete_to_us, row),
         "period": body.period,
         "rates_source": source,
         "step_rates": rates,
@@ -249,10 +246,12 @@ async def diagnosis(
     definition = definition_from_doc(row.definition)
     prop = breakdown or (definition.breakdowns[0] if definition.breakdowns else None)
     chosen = choose_breakdown(definition, prop, "first_touch", 1, 1000) if prop else None
-    computed, _ = await kept_report(request, row, from_, to, "uniques", chosen)
+    served = await kept_report(request, row, from_, to, "uniques", chosen)
+    computed = served.computed
     result = analysis.diagnose(definition, computed.report)
     return {
         "funnel": {"id": row.id, "name": row.name},
+        "complete_to": complete_to(served.complete_to_us, row),
         "from": format_time(computed.start),
         "to": format_time(computed.end),
         "bottleneck": asdict(result.bottleneck) if result.bottleneck else None,
@@ -262,31 +261,3 @@ async def diagnosis(
         "best_group": asdict(result.best_group) if result.best_group else None,
         "worst_group": asdict(result.worst_group) if result.worst_group else None,
     }
-
-
-SVG = {
-    "description": "An SVG picture.",
-    "content": {"image/svg+xml": {"schema": {"type": "string"}}},
-}
-
-
-@router.get(
-    "/v1/funnels/{funnel_id}/chart.svg",
-    response_class=Response,  # no media type of its own: errors stay application/json
-    responses={200: SVG, **declared(400, 401, 403, 404, 422, 503)},
-)
-async def chart(
-    funnel_id: str,
-    request: Request,
-    grant: Reader,
-    from_: From = None,
-    to: To = None,
-    count: Count = None,
-) -> Response:
-    """The funnel as an SVG picture: a bar per step with persons and rates."""
-    row = await _require(request, grant.project_id, funnel_id)
-    mode = count or row.definition.get("count", "uniques")
-    computed, _ = await kept_report(request, row, from_, to, mode, None)
-    subtitle = f"{computed.start.date()} to {computed.end.date()}, {mode}"
-    svg = funnel_svg(row.name, subtitle, computed.report.steps)
-    return Response(svg, media_type="image/svg+xml")

@@ -12,7 +12,17 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api import analysis_routes, errors, funnels_routes, metrics, webhooks_routes
+from services.api import (
+    admin_routes,
+    analysis_routes,
+    chart_routes,
+    errors,
+    freshness_routes,
+    funnels_routes,
+    metrics,
+    share_routes,
+    webhooks_routes,
+)
 from services.api.report_cache import ReportCache
 from services.api.response_models import Health
 from services.api.settings import ApiSettings
@@ -63,13 +73,18 @@ def create_app(
         title="Funnel Tracker API",
         version="1",
         lifespan=lifespan,
-        description="Funnels as resources, reports, trends, forecasts and plans.",
+        description="Funnels as resources, reports, trends, forecasts, plans, charts and share "
+        "links; projects and keys; the aggregator's freshness.",
     )
     errors.install(app, settings.max_body_bytes)
     add_metrics_route(app)
     app.include_router(analysis_routes.router)
     app.include_router(funnels_routes.router)
     app.include_router(webhooks_routes.router)
+    app.include_router(chart_routes.router)
+    app.include_router(share_routes.router)
+    app.include_router(admin_routes.router)
+    app.include_router(freshness_routes.router)
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> dict[str, Any]:

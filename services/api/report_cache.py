@@ -47,6 +47,7 @@ class Computed:
     valid_until_us: int
     basis: Hashable = None
     took_us: int = 0
+    complete_to_us: int | None = None  # every event acknowledged before it is in ``report``
 
 
 Freshness = Literal["exact", "stale"]

@@ -16,6 +16,12 @@ class Out(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+COMPLETE_TO = (
+    "Every event ingest acknowledged before this instant is counted in this answer (null: not "
+    "known yet, or the funnel's history is still being replayed). See /v1/freshness."
+)
+
+
 class FunnelRef(Out):
     id: str
     name: str
@@ -145,6 +151,7 @@ class ReportBackfill(Out):
 
 class ReportOut(Out):
     funnel: FunnelRef
+    complete_to: str | None = Field(description=COMPLETE_TO)
     from_: str = Field(alias="from")
     to: str
     count: str
@@ -170,6 +177,7 @@ class Cohort(Out):
 
 class TrendsOut(Out):
     funnel: FunnelRef
+    complete_to: str | None = Field(description=COMPLETE_TO)
     interval: str
     timezone: str
     count: str
@@ -188,6 +196,7 @@ class Stage(Out):
 
 class ForecastOut(Out):
     funnel: FunnelRef
+    complete_to: str | None = Field(description=COMPLETE_TO)
     value_property: str | None
     weighted_value: float
     open_value: float
@@ -203,6 +212,7 @@ class PlanStep(Out):
 
 class PlanOut(Out):
     funnel: FunnelRef
+    complete_to: str | None = Field(description=COMPLETE_TO)
     period: str
     rates_source: str
     step_rates: list[float]
@@ -233,6 +243,7 @@ class GroupSummary(Out):
 
 class DiagnosisOut(Out):
     funnel: FunnelRef
+    complete_to: str | None = Field(description=COMPLETE_TO)
     from_: str = Field(alias="from")
     to: str
     bottleneck: Transition | None

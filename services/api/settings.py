@@ -19,3 +19,5 @@ class ApiSettings(CommonSettings):
     report_cache_size: int = 256
     report_max_stale_s: float = 60.0
     report_stale_after_ms: float = 250.0
+    # The aggregators' consumer group, whose progress the freshness figures describe.
+    aggregator_group_id: str = "funnel-aggregator"
