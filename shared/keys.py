@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.clock import now_us as now_us  # the API imports it from here too
 from shared.tables import api_keys, projects
 
 Scope = Literal["write", "read", "admin"]
@@ -26,10 +26,6 @@ class KeyGrant:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 async def ensure_project(session: AsyncSession, project_id: str) -> None:
