@@ -141,8 +141,8 @@ def groups(
     for project, person in added:
         by_project[project].add(person)
     for project, people in sorted(by_project.items()):
+        persons = sorted(people)
         for funnel in (f for f in funnels if f.project_id == project):
-            persons = sorted(people)
             yield from _groups(funnel, evaluators[funnel.id], persons, before, added, concerned)
 
 

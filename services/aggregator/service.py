@@ -1,4 +1,4 @@
-"""The aggregator process: poll, apply each batch in one transaction, backfill when idle."""
+"""The aggregator process: its adapters built, the consume, timer and delivery loops run."""
 
 from __future__ import annotations
 
