@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bench.aggregator import _prepare
 from bench.common import record
-from services.aggregator import repository
 from services.aggregator.processor import Processor
+from services.aggregator.repository.events import store_events
 from services.aggregator.service import tune_gc
 from shared.db import create_engine, sessionmaker
 from tests.databases import migrated
@@ -49,7 +49,7 @@ async def _seed_history(sessions, persons: list[str], per_person: int, days: int
         batch.extend(_event(rng, person, n, t) for n, t in enumerate(times))
     for i in range(0, len(batch), 10_000):
         async with sessions.begin() as session:
-            await repository.store_events(session, batch[i : i + 10_000])
+            await store_events(session, batch[i : i + 10_000])
 
 
 async def _live_rate(

@@ -6,7 +6,7 @@ it) but concerns no funnel of ordered or any-order mode, so no person is re-eval
 Batches of 500 live events for 2,000 persons (3 funnels of 5 steps; each person's events
 spread over the batches, as live traffic is) are applied by a real ``Processor`` on
 PostgreSQL: with every event a funnel step, first by a processor that keeps no persons in
-memory (known.py), so that it reads each person's events and progress back every batch, then
+memory (the person cache), so that it reads each person's events and progress back every batch, then
 by one that keeps them; then with 3 events in 4 named outside every funnel. The rates are of
 all events applied, measured in the same run.
 """
@@ -66,7 +66,7 @@ async def _run(url: str, batches: int) -> dict[str, float]:
     processor = Processor(sessions, "bench-traffic", horizon_us=lambda: 0)
     while await processor.backfill_step(100):  # nothing stored yet: marks the funnels live
         pass
-    forgetful = Processor(sessions, "bench-traffic", horizon_us=lambda: 0, known_capacity=0)
+    forgetful = Processor(sessions, "bench-traffic", horizon_us=lambda: 0, cache_capacity=0)
     read_back = await _rate(forgetful, "r", 1.0, batches, partition=0)
     funnel_only = await _rate(processor, "f", 1.0, batches, partition=1)
     mixed = await _rate(processor, "m", 0.25, batches, partition=2)

@@ -18,12 +18,13 @@ from pathlib import Path
 import httpx
 
 from bench.common import record
-from services.aggregator.delivery import Claimed, DeliveryWorker, envelope, sign
-from services.aggregator.remarketing import SystemClock
+from services.aggregator.delivery import DeliveryWorker, envelope, sign
+from services.aggregator.model import Claimed
 from services.aggregator.sender import HttpSender
 from services.devstack import free_port, stop_process, wait_for_port
+from shared.clock import SystemClock, now_us
 from shared.db import create_engine, sessionmaker
-from shared.keys import create_key, now_us
+from shared.keys import create_key
 from shared.netguard import parse_networks
 from shared.tables import webhook_deliveries, webhook_endpoints, webhook_messages
 from tests.databases import migrated

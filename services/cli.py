@@ -226,15 +226,13 @@ def _serve(
 
 
 async def _forget_offsets(url: str) -> None:
+    from services.aggregator.repository.offsets import forget_offsets
     from shared.db import create_engine, sessionmaker
-    from shared.tables import aggregator_progress, consumer_offsets
 
     engine = create_engine(url)
     try:
         async with sessionmaker(engine).begin() as session:
-            await session.execute(consumer_offsets.delete())
-            # What the aggregator saw of the old log (the next one starts empty).
-            await session.execute(aggregator_progress.delete())
+            await forget_offsets(session)
     finally:
         await engine.dispose()
 

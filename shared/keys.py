@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -17,6 +16,7 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.clock import now_us as now_us  # the API imports it from here too
 from shared.db import insert_ignoring
 from shared.tables import api_keys, projects
 
@@ -61,10 +61,6 @@ class IssuedKey:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 async def project_exists(session: AsyncSession, project_id: str) -> bool:

@@ -1,10 +1,21 @@
-"""Markers by folder: tests/unit, tests/integration, tests/e2e."""
+"""Markers by folder (tests/unit, tests/integration, tests/e2e) and hypothesis profiles.
+
+The ``dev`` profile (the default) keeps ``make test-unit`` to seconds; CI runs the ``ci``
+profile (``HYPOTHESIS_PROFILE=ci``, set by ``.ci/run``), which tries many more examples.
+A test that sets ``max_examples`` itself (the database-bound ones) keeps its own count.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("dev", max_examples=50)
+settings.register_profile("ci", max_examples=1000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 TIERS = ("unit", "integration", "e2e")
 

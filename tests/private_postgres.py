@@ -26,13 +26,17 @@ INITDB = ("--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
 
 
 def _binaries() -> Path:
+    """The newest server binaries Debian installed, else those on the PATH."""
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
         key=lambda p: int(Path(p).parent.parent.name),
     )
-    if not found:
-        raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
-    return Path(found[-1]).parent
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    if on_path is None:
+        raise RuntimeError("no PostgreSQL server binaries (apt-get install postgresql)")
+    return Path(on_path).parent
 
 
 def _as_owner(command: list[str]) -> list[str]:
@@ -103,6 +107,7 @@ class PrivateCluster:
 
 @contextlib.contextmanager
 def private_cluster() -> Iterator[PrivateCluster]:
+    """A started cluster, stopped and removed afterwards."""
     cluster = PrivateCluster()
     try:
         cluster.start()

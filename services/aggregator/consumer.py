@@ -14,15 +14,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from kafka.errors import KafkaError
 
 from services.aggregator import metrics
-from services.aggregator.processor import Processor
-from services.aggregator.progress import Progress
-from services.aggregator.repository import StaleOffsets
-from services.aggregator.source import Source
+from services.aggregator.freshness import Progress
+from services.aggregator.model import Partition
+from services.aggregator.repository.offsets import StaleOffsets
+from services.aggregator.source import Source, SourceRecord
+from shared.clock import US, now_us
 from shared.db import is_unavailable
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,22 @@ EVERY_S = {"backfill": 1.0, "purge": 3600.0, "statistics": 15.0, "lag": 5.0}
 AFTER_FAILURE_S = 60.0
 
 
+class Processor(Protocol):
+    """What the loop drives (:class:`services.aggregator.processor.Processor`)."""
+
+    async def load_offsets(self, partitions: list[Partition]) -> dict[Partition, int]: ...
+
+    async def apply(
+        self, records: Sequence[SourceRecord], expected: dict[Partition, int | None]
+    ) -> dict[Partition, int]: ...
+
+    async def backfill_step(self, limit: int) -> bool: ...
+
+    async def purge_expired(self) -> int: ...
+
+    async def refresh_statistics(self) -> None: ...
+
+
 class Consumer:
     def __init__(
         self,
@@ -66,13 +84,14 @@ class Consumer:
         *,
         backfill_persons: int,
         progress: Progress | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self._processor = processor
         self._progress = progress
         self._source = source
         self._stop = stop
         self._backfill_persons = backfill_persons
-        self._backoff = Backoff()
+        self._backoff = backoff or Backoff()
         self._due = dict.fromkeys(EVERY_S, 0.0)
         self._doing = "offsets"  # what the round was doing when it failed (a metric label)
 
@@ -168,7 +187,7 @@ class Consumer:
 
 def _observe_age(timestamp_ms: int, partition: int) -> None:
     if timestamp_ms > 0:
-        age = max(time.time() - timestamp_ms / 1000, 0.0)
+        age = max((now_us() - timestamp_ms * 1000) / US, 0.0)
         metrics.LAG_SECONDS.labels(str(partition)).set(age)
 
 

@@ -1,4 +1,4 @@
-"""The aggregator process: poll, apply each batch in one transaction, backfill when idle."""
+"""The aggregator process: its adapters built, the consume, timer and delivery loops run."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ from collections.abc import Awaitable, Callable
 
 from kafka.errors import KafkaError
 from prometheus_client import start_http_server
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.aggregator import metrics
 from services.aggregator.consumer import Backoff, Consumer
 from services.aggregator.delivery import DeliveryWorker
+from services.aggregator.freshness import Progress
 from services.aggregator.processor import Processor
-from services.aggregator.progress import Progress
-from services.aggregator.remarketing import Clock, SystemClock, TimerFirer
+from services.aggregator.repository import Sessions
 from services.aggregator.sender import HttpSender, Sender
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.source import KafkaSource
+from services.aggregator.timers import TimerFirer
+from shared.clock import Clock, SystemClock
 from shared.db import create_engine, is_unavailable, sessionmaker
 from shared.events import EVENTS_TOPIC
 from shared.netguard import parse_networks
@@ -30,14 +31,11 @@ log = logging.getLogger(__name__)
 
 
 def tune_gc() -> None:
-    """Collect cyclic garbage less often. A batch allocates hundreds of thousands of
-    short-lived objects (records, events, entries, rows), which reference counting frees,
-    but every 700 allocations started a collection, and every hundredth of those a full one
-    that walks everything alive, such as the persons kept in memory (known.py). Python CPU
-    per event in the aggregator benchmark (one process, 300,000 events): 94 µs with the
-    default thresholds, 128 µs with 20,000 persons (60,000 events) kept; with these, 82 to
-    90 µs, and 80 to 84 µs with the persons kept. What start-up allocated is set apart from
-    every collection.
+    """Collect cyclic garbage less often (see docs/design.md, "Garbage collection"). A batch
+    allocates hundreds of thousands of short-lived objects, which reference counting frees;
+    with the default thresholds every 700 allocations started a collection, and every
+    hundredth of those a full one that walks everything alive, such as the person cache.
+    What start-up allocated is set apart from every collection.
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
@@ -46,11 +44,13 @@ def tune_gc() -> None:
 async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
     tune_gc()
     engine = create_engine(settings.database_url)
+    clock = SystemClock()
     processor = Processor(
         sessionmaker(engine),
         settings.group_id,
-        lambda: retention_horizon(settings.retention_days),
-        known_capacity=settings.known_capacity,
+        lambda: retention_horizon(settings.retention_days, clock.now_us()),
+        cache_capacity=settings.known_capacity,
+        clock=clock,
     )
     source = await connect(settings, stop)
     if source is None:
@@ -61,7 +61,6 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
         settings.webhook_timeout_s,
         allowed_networks=parse_networks(settings.webhook_allowed_networks),
     )
-    clock = SystemClock()
     background = [
         asyncio.create_task(fire_timers(sessionmaker(engine), clock, settings, stop)),
         asyncio.create_task(deliver_webhooks(sessionmaker(engine), sender, clock, settings, stop)),
@@ -105,7 +104,7 @@ async def connect(settings: AggregatorSettings, stop: asyncio.Event) -> KafkaSou
 
 
 async def fire_timers(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     clock: Clock,
     settings: AggregatorSettings,
     stop: asyncio.Event,
@@ -115,7 +114,7 @@ async def fire_timers(
 
 
 async def deliver_webhooks(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     sender: Sender,
     clock: Clock,
     settings: AggregatorSettings,

@@ -1,3 +1,5 @@
+"""The aggregator's settings: ``AGGREGATOR_*`` variables, plus the shared ones."""
+
 from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
@@ -16,8 +18,8 @@ class AggregatorSettings(CommonSettings):
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     backfill_persons_per_batch: int = 500
-    known_capacity: int = 50_000
-    # retention_days: shared (RETENTION_DAYS, or AGGREGATOR_RETENTION_DAYS as before)
+    known_capacity: int = 50_000  # of the person cache (person_cache.py)
+    # retention_days: shared (RETENTION_DAYS, or AGGREGATOR_RETENTION_DAYS)
     timer_interval_s: float = 1.0
     fire_backfilled_timers: bool = False
     webhook_interval_s: float = 0.5

@@ -23,9 +23,9 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-log = logging.getLogger(__name__)
+from services.aggregator.model import Partition
 
-Partition = tuple[str, int]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 that every event ingest acknowledged before it is counted.
 
 The aggregator writes, per partition (table ``aggregator_progress``, see
-:mod:`services.aggregator.progress`), the partition's end offset and the instant just before
+:mod:`services.aggregator.freshness`), the partition's end offset and the instant just before
 it asked for it, and an instant up to which it had applied everything. Its next offsets are in
 ``consumer_offsets``, committed with the state they describe. From these alone (the API has
 no Kafka client) a partition is complete to the later of

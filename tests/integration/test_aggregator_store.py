@@ -8,9 +8,12 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
-from services.aggregator import repository
 from services.aggregator.processor import Processor
-from services.aggregator.repository import ENTRY_COLUMNS, TOUCH_COLUMNS, StaleOffsets
+from services.aggregator.repository import events as event_rows
+from services.aggregator.repository import funnels as funnel_rows
+from services.aggregator.repository import statistics
+from services.aggregator.repository.offsets import StaleOffsets
+from services.aggregator.repository.progress import ENTRY_COLUMNS, TOUCH_COLUMNS
 from services.aggregator.source import SourceRecord
 from services.api import repository as api_repo
 from services.api.schemas import FunnelIn
@@ -119,14 +122,14 @@ async def test_a_consumer_with_stale_offsets_cannot_commit(sessions, processor):
 
 
 async def test_what_a_consumer_knows_of_its_persons_is_dropped_on_assignment(sessions, processor):
-    """A consumer keeps its persons' stored state in memory (known.py); while its partition
+    """A consumer keeps its persons' stored state in memory (person_cache.py); while its partition
     was elsewhere, another consumer wrote them, so taking it back must forget that state."""
     funnel_id = await new_funnel(sessions, "a", "b", "c", window_seconds=3600)
     await finish_backfill(processor)
     other = Processor(sessions, GROUP, horizon_us=lambda: 0)
     partition = (EVENTS_TOPIC, 0)
     await processor.apply(records([canonical("p", "a", T0)]), {})
-    assert processor.known.peek(("proj", "p")) is not None
+    assert processor.cache.peek(("proj", "p")) is not None
     await other.load_offsets([partition])
     await other.apply(records([canonical("p", "b", T0 + 5)], first_offset=1), {partition: 1})
     assert await processor.load_offsets([partition]) == {partition: 2}
@@ -375,12 +378,12 @@ async def test_young_tables_get_their_statistics_refreshed(sessions, database_ur
     first: list[str] = []
     for _ in range(40):  # PostgreSQL publishes table statistics within about a second
         async with sessions.begin() as session:
-            first = await repository.analyze_if_stale(session)
+            first = await statistics.analyze_if_stale(session)
         if first == expected:
             break
         await asyncio.sleep(0.1)
     async with sessions.begin() as session:
-        second = await repository.analyze_if_stale(session)
+        second = await statistics.analyze_if_stale(session)
     assert (first, second) == (expected, [])
 
 
@@ -397,7 +400,7 @@ async def test_bulk_writes_first_in_a_transaction_roll_back_with_it(sessions):
     async def write_then_abort() -> None:
         async with sessions.begin() as session:
             await bulk_insert(session, funnel_entries, ENTRY_COLUMNS, [row])
-            await repository.store_events(session, [canonical("p", "visit", T0)])
+            await event_rows.store_events(session, [canonical("p", "visit", T0)])
             raise _Abort
 
     with pytest.raises(_Abort):
@@ -409,7 +412,7 @@ async def test_bulk_writes_first_in_a_transaction_roll_back_with_it(sessions):
     # The same writes, committed, are there; the event twice in a row is stored once.
     for _ in range(2):
         async with sessions.begin() as session:
-            new = await repository.store_events(session, [canonical("p", "visit", T0)])
+            new = await event_rows.store_events(session, [canonical("p", "visit", T0)])
             if new:
                 await bulk_insert(session, funnel_entries, ENTRY_COLUMNS, [row])
     async with sessions() as session:
@@ -468,7 +471,7 @@ async def test_a_funnel_deleted_or_redefined_during_a_batch_keeps_none_of_its_ro
                 await api_repo.redefine_funnel(session, funnel_id, body)
 
     async with sessions.begin() as batch:
-        assert [f.id for f in await repository.active_funnels(batch, ["proj"])] == [funnel_id]
+        assert [f.id for f in await funnel_rows.active_funnels(batch, ["proj"])] == [funnel_id]
         api = asyncio.create_task(api_change())
         for _ in range(200):
             if await _waiting_for_a_lock(sessions):

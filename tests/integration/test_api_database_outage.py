@@ -15,7 +15,7 @@ from services.api.app import create_app
 from services.api.settings import ApiSettings
 from shared.db import create_engine, migrate, sessionmaker
 from shared.keys import create_key
-from tests.pgcluster import private_cluster
+from tests.private_postgres import private_cluster
 
 FUNNEL = {"name": "outage", "steps": [{"event": "visit"}, {"event": "pay"}]}
 
@@ -110,11 +110,12 @@ async def _poll(api, paths: list[str], seen: list[httpx.Response], stop: asyncio
 
 async def test_postgresql_stopped_and_started_is_503_meanwhile_and_recovers(caplog):
     with private_cluster() as pg:
-        await asyncio.to_thread(migrate, pg.url)
-        engine = create_engine(pg.url)
+        url = pg.url("postgres")
+        await asyncio.to_thread(migrate, url)
+        engine = create_engine(url)
         keys = await _keys(sessionmaker(engine))
         await engine.dispose()
-        settings = ApiSettings(database_url=pg.url, gauge_refresh_s=0.2)
+        settings = ApiSettings(database_url=url, gauge_refresh_s=0.2)
         async with _api(settings, keys["admin"]) as api:
             funnel_id = (await api.post("/v1/funnels", json=FUNNEL)).json()["id"]
             paths = _paths(funnel_id)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from services.aggregator.freshness import Progress
 from services.aggregator.processor import Processor
-from services.aggregator.progress import Progress
 from services.aggregator.source import Partition, SourceRecord
 from shared.events import EVENTS_TOPIC, format_time, from_micros
 from shared.keys import issue_key

@@ -11,8 +11,8 @@ import pytest
 
 from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.processor import Processor
-from services.aggregator.remarketing import TimerFirer
 from services.aggregator.sender import HttpSender
+from services.aggregator.timers import TimerFirer
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from shared.keys import create_key

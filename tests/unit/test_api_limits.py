@@ -17,7 +17,7 @@ from services.api.limits import cohort_count
 ZONES = ["UTC", "Europe/Paris", "America/St_Johns", "Pacific/Kiritimati", "Pacific/Pago_Pago"]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 @given(
     start=st.datetimes(
         datetime(1970, 1, 1),  # noqa: DTZ001 - hypothesis takes naive bounds

@@ -182,9 +182,7 @@ event_like = st.fixed_dictionaries(
 )
 
 
-@settings(
-    max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
-)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 @given(
     path=st.sampled_from(["/v1/events", "/v1/batch", "/v1/t", "/v1/i", "/v1/g", "/v1/a"]),
     body=json_values

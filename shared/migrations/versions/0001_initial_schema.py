@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 11:20:07.176026
 """
 
 from collections.abc import Sequence

@@ -1,9 +1,8 @@
 """funnel entries and touches without a foreign key to their funnel
 
-Every inserted entry and touch row had its funnel looked up by the foreign key's trigger: on
-PostgreSQL that check was a quarter of the database's time per event (a profile of the
-aggregator benchmark: 70.6 -> 51.4 us of PostgreSQL CPU per event without it). The rows
-still go with their funnel: the API deletes them in the transaction that deletes or
+Every inserted entry and touch row had its funnel looked up by the foreign key's trigger, a
+large share of PostgreSQL's time per event (docs/design.md, "Schema"). The rows still go
+with their funnel: the API deletes them in the transaction that deletes or
 redefines the funnel, after locking the funnel's row, which waits for any aggregator batch
 that read the funnel (it holds the row share-locked until it commits), so no batch can add
 rows for a funnel after its deletion.

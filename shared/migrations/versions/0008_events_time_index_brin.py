@@ -3,11 +3,8 @@
 Only the hourly purge of events older than the retention horizon looks events up by time.
 Events are stored about in the order they happen, so a BRIN index (each range of table
 blocks with its lowest and highest instant) finds the old ones about as well, at a tiny
-fraction of the size and of the cost per stored event: for 2,110,846 events, 24 KB instead
-of a 63 MB B-tree (30 bytes per event, 29 % of the table's own size); moving a batch's new
-events into the table took about 17 % less time (aggregator benchmark, 150,000 events). A
-late event only widens its block range, which the purge then also reads. SQLite keeps its
-B-tree.
+fraction of the size and of the cost per stored event (docs/design.md, "Schema"). A late
+event only widens its block range, which the purge then also reads. SQLite keeps its B-tree.
 
 Revision ID: 0008
 Revises: 0007

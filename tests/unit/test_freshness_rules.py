@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.aggregator.progress import Observed, observed
+from services.aggregator.freshness import observed
+from services.aggregator.repository.freshness import Observed
 from services.api.freshness import PartitionState, derive
 
 P0, P1, P2 = (("funnel.events", n) for n in range(3))

@@ -1,9 +1,9 @@
-"""What the aggregator keeps of its persons between batches (services/aggregator/known.py)."""
+"""What the aggregator keeps of its persons between batches (aggregator/person_cache.py)."""
 
 from __future__ import annotations
 
 from services.aggregator.engine import PersonEvent, PersonProgress
-from services.aggregator.known import Known, KnownPersons
+from services.aggregator.person_cache import CachedPerson, PersonCache
 from shared.funnel import Entry, Touch
 
 F = ("funnel", 1)
@@ -17,7 +17,7 @@ def progress(*instants: int) -> PersonProgress:
 
 
 def test_progress_from_a_later_bound_keeps_what_starts_from_there_on():
-    known = Known(10, [], {F: progress(10, 20, 30)})
+    known = CachedPerson(10, [], {F: progress(10, 20, 30)})
     later = known.progress_from(F, 20)
     assert later is not None
     assert [e.t0 for e in later.entries] == [20, 30]
@@ -26,7 +26,7 @@ def test_progress_from_a_later_bound_keeps_what_starts_from_there_on():
 
 
 def test_progress_from_an_earlier_bound_or_another_funnel_is_unknown():
-    known = Known(10, [], {F: progress(10, 20)})
+    known = CachedPerson(10, [], {F: progress(10, 20)})
     assert known.progress_from(F, 9) is None
     assert known.progress_from(("funnel", 2), 10) is None  # redefined: a new version
 
@@ -36,30 +36,30 @@ def events(n: int) -> list[PersonEvent]:
 
 
 def test_persons_and_their_events_are_kept_up_to_capacity_least_recent_out_first():
-    persons = KnownPersons(capacity=8)  # a person counts one, and each event one
+    persons = PersonCache(capacity=8)  # a person counts one, and each event one
     for name, n in (("a", 2), ("b", 2), ("c", 1)):
-        persons.put(("p", name), Known(0, events(n)))
+        persons.put(("p", name), CachedPerson(0, events(n)))
     assert (len(persons), persons.size) == (3, 8)
-    persons.put(("p", "a"), Known(0, events(3)))  # a again: now the most recent, with 3
+    persons.put(("p", "a"), CachedPerson(0, events(3)))  # a again: now the most recent, with 3
     assert persons.peek(("p", "b")) is None  # the least recent went to make room
     assert (len(persons), persons.size) == (2, 6)
-    persons.put(("p", "d"), Known(0, []))
+    persons.put(("p", "d"), CachedPerson(0, []))
     assert persons.size == 7
     assert persons.peek(("p", "c")) is not None
 
 
 def test_a_person_is_known_only_from_their_bound_on():
-    persons = KnownPersons(capacity=10)
-    persons.put(("p", "a"), Known(100, []))
+    persons = PersonCache(capacity=10)
+    persons.put(("p", "a"), CachedPerson(100, []))
     assert persons.get(("p", "a"), 100) is not None
     assert persons.get(("p", "a"), 99) is None
 
 
 def test_busy_persons_and_a_zero_capacity_keep_nothing():
-    busy = KnownPersons(capacity=10, max_events=2)
-    busy.put(("p", "a"), Known(0, events(2)))
-    busy.put(("p", "a"), Known(0, events(3)))
+    busy = PersonCache(capacity=10, max_events=2)
+    busy.put(("p", "a"), CachedPerson(0, events(2)))
+    busy.put(("p", "a"), CachedPerson(0, events(3)))
     assert (busy.peek(("p", "a")), busy.size) == (None, 0)
-    none = KnownPersons(capacity=0)
-    none.put(("p", "a"), Known(0, []))
+    none = PersonCache(capacity=0)
+    none.put(("p", "a"), CachedPerson(0, []))
     assert len(none) == 0

@@ -1,0 +1,197 @@
+"""One poll batch, one transaction: load, evaluate, compare, save, move the offsets.
+
+Exactly once: a record's effects and its partition's next offset are written in the same
+database transaction, so a crash before commit leaves neither and a restart re-applies the
+batch; after commit both are there and the consumer resumes after it. Events are also
+deduplicated by (project, event id), so a record published twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+
+from services.aggregator import changes, messages, reevaluate
+from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress
+from services.aggregator.model import ActiveFunnel, Partition
+from services.aggregator.person_cache import FunnelKey, PersonCache, PersonKey
+from services.aggregator.reevaluate import Group, Histories
+from services.aggregator.repository import (
+    Session,
+    events,
+    funnels,
+    offsets,
+    outbox,
+    progress,
+    timers,
+)
+from services.aggregator.repository.dead_letters import DeadLetter, add_dead_letters
+from services.aggregator.source import SourceRecord
+from shared.events import CanonicalEvent, WireError, format_time, from_micros, to_micros
+
+log = logging.getLogger(__name__)
+
+Evaluated = dict[PersonKey, dict[FunnelKey, PersonProgress]]
+
+
+@dataclass(frozen=True, slots=True)
+class Sorted:
+    """A batch's records sorted out: the events to apply (and the partitions each person's
+    came from), the dead letters, each partition's offset move (from what is expected to be
+    stored to the next offset) and how many records had each outcome so far."""
+
+    fresh: list[CanonicalEvent]
+    partitions: dict[PersonKey, set[Partition]]
+    letters: list[DeadLetter]
+    moves: dict[Partition, tuple[int | None, int]]
+    outcomes: dict[str, int]
+
+
+def sort_records(
+    records: Sequence[SourceRecord], expected: Mapping[Partition, int | None], horizon_us: int
+) -> Sorted:
+    found = Sorted([], defaultdict(set), [], {}, defaultdict(int))
+    for r in records:
+        found.moves[(r.topic, r.partition)] = (expected.get((r.topic, r.partition)), r.offset + 1)
+        event = decode(r)
+        if isinstance(event, str):
+            found.outcomes["dead_letter"] += 1
+            found.letters.append(letter(r, event))
+        elif to_micros(event.timestamp) < horizon_us:
+            # Ingest refuses these; a replay of an old topic or another producer may still
+            # send them. Kept, not counted: they are past the purge.
+            found.outcomes["expired"] += 1
+            found.letters.append(letter(r, _expired(horizon_us)))
+        else:
+            found.fresh.append(event)
+            found.partitions[(event.project_id, event.person_id)].add((r.topic, r.partition))
+    return found
+
+
+def decode(r: SourceRecord) -> CanonicalEvent | str:
+    """The record's event, or why it is a dead letter."""
+    try:
+        if r.value is None:
+            raise WireError("record has no value")
+        return CanonicalEvent.from_json(r.value)
+    except WireError as exc:
+        log.warning("dead letter %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
+        return str(exc)
+
+
+def letter(r: SourceRecord, reason: str) -> DeadLetter:
+    return DeadLetter(r.topic, r.partition, r.offset, r.key, r.value, reason)
+
+
+def _expired(horizon_us: int) -> str:
+    return f"expired: older than the retention horizon ({format_time(from_micros(horizon_us))})"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A committed batch: what it read, stored and evaluated; its offsets and outcomes."""
+
+    fresh: list[CanonicalEvent]
+    before: Histories
+    added: dict[PersonKey, list[PersonEvent]]
+    evaluated: Evaluated
+    moves: dict[Partition, tuple[int | None, int]]
+    outcomes: dict[str, int]
+
+    @property
+    def committed(self) -> dict[Partition, int]:
+        """Each partition's next offset, now stored."""
+        return {p: new for p, (_, new) in self.moves.items()}
+
+
+async def apply_batch(
+    session: Session,
+    group_id: str,
+    records: Sequence[SourceRecord],
+    expected: Mapping[Partition, int | None],
+    horizon_us: int,
+    cache: PersonCache,
+    now_us: int,
+) -> Applied:
+    """Apply the records in the session's transaction, the partitions' offsets moved from
+    ``expected`` (``StaleOffsets`` if another consumer moved them)."""
+    batch = sort_records(records, expected, horizon_us)
+    await add_dead_letters(session, batch.letters, now_us)
+    projects = {project for project, _ in batch.partitions}
+    active = await funnels.active_funnels(session, projects) if projects else []
+    evaluators = {f.id: Evaluator(f.definition) for f in active}
+    # Read before writing: what the batch adds is in hand already, and a person seen for the
+    # first time costs one empty index probe instead of reading rows back. Only as far back
+    # as the batch's events can change anything, and only for persons with an event that
+    # concerns some funnel; persons the cache holds are not read at all.
+    since, concerned = reevaluate.read_since(batch.fresh, active, evaluators, horizon_us)
+    before = await load_histories(session, since, cache)
+    added = await events.store_events(session, batch.fresh)
+    groups = reevaluate.groups(active, evaluators, before, added, concerned)
+    changed, evaluated = await _save_groups(session, groups, now_us)
+    await progress.count_changes(session, changes.counted(changed, batch.partitions))
+    await offsets.advance_offsets(session, group_id, batch.moves, now_us)
+    stored = sum(len(new) for new in added.values())
+    outcomes = {**batch.outcomes, "stored": stored, "duplicate": len(batch.fresh) - stored}
+    return Applied(batch.fresh, before, added, evaluated, batch.moves, outcomes)
+
+
+async def load_histories(
+    session: Session, since_us: Mapping[PersonKey, int], cache: PersonCache
+) -> Histories:
+    """The stored events of these persons from (at least) their ``since_us`` on: from the
+    cache when it holds them from there on, else from the database."""
+    found, reads = reevaluate.read_plan(since_us, cache)
+    for read in reads:
+        history = await events.person_events(session, read.project_id, read.persons, read.since)
+        found.events.update(((read.project_id, p), got) for p, got in history.items())
+    return found
+
+
+async def _save_groups(
+    session: Session, groups: Iterable[Group], now_us: int
+) -> tuple[set[tuple[str, str, str]], Evaluated]:
+    """Save each group's progress and announce its advances; return the (funnel, project,
+    person) whose stored entries or touches changed, and what is now stored per person."""
+    changed: set[tuple[str, str, str]] = set()
+    evaluated: Evaluated = defaultdict(dict)
+    listening: dict[str, set[str]] = {}
+    for group in groups:
+        funnel, project = group.funnel, group.funnel.project_id
+        diff = await replace_progress(
+            session, funnel, group.progress, group.since, now_us, group.first_seen, group.held
+        )
+        changed.update((funnel.id, project, person) for person in diff.changed)
+        for person, stored in group.stored().items():
+            evaluated[(project, person)][funnel.key] = stored
+        if diff.advances and project not in listening:
+            listening[project] = await outbox.subscribed_types(session, project)
+        for message in messages.step_messages(funnel, diff.advances, listening.get(project, ())):
+            await outbox.enqueue(session, message, now_us)
+    return changed, evaluated
+
+
+async def replace_progress(
+    session: Session,
+    funnel: ActiveFunnel,
+    evaluated: Mapping[str, PersonProgress],
+    since_us: int,
+    now_us: int,
+    first_seen: AbstractSet[str] = frozenset(),
+    held: Mapping[str, PersonProgress] | None = None,
+) -> changes.ProgressChanges:
+    """Make these persons' stored entries (t0 >= since), touches and pending re-marketing
+    timers equal to what was ``evaluated``; return what changed (see ``changes.diff``)."""
+    people = changes.persons_to_read(evaluated, first_seen, held)
+    stored = await progress.stored_progress(session, funnel.id, people, since_us)
+    diff = changes.diff(evaluated, stored, first_seen, held)
+    await progress.save_progress(session, funnel.id, diff)
+    grace_s = funnel.graces()
+    if grace_s:
+        pending = changes.pending_timers(evaluated, since_us, grace_s)
+        may_have = sorted(p for p in evaluated if p not in first_seen)
+        await timers.replace_pending(session, funnel.id, may_have, since_us, pending, now_us)
+    return diff

@@ -1,0 +1,74 @@
+"""Consumer offsets: each partition's next offset, stored with the state it describes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.aggregator.model import Partition
+from shared.db import insert_ignoring
+from shared.tables import aggregator_progress, consumer_offsets
+
+
+class StaleOffsets(Exception):
+    """Another consumer moved a partition's stored offset: this batch must not commit."""
+
+
+async def load_offsets(
+    session: AsyncSession, group_id: str, partitions: Iterable[Partition]
+) -> dict[Partition, int]:
+    wanted = set(partitions)
+    c = consumer_offsets.c
+    stmt = select(c.topic, c.partition, c.next_offset).where(c.group_id == group_id)
+    return {
+        (r.topic, r.partition): r.next_offset
+        for r in await session.execute(stmt)
+        if (r.topic, r.partition) in wanted
+    }
+
+
+async def advance_offsets(
+    session: AsyncSession,
+    group_id: str,
+    moves: Mapping[Partition, tuple[int | None, int]],
+    now_us: int,
+) -> None:
+    """Compare-and-set each partition's next offset from ``expected`` to ``new``.
+
+    A consumer that lost its partitions (a zombie after a long pause) fails here instead of
+    applying records that the partition's new owner applies too.
+    """
+    c = consumer_offsets.c
+    for (topic, partition), (expected, new) in sorted(moves.items()):
+        key = and_(c.group_id == group_id, c.topic == topic, c.partition == partition)
+        if expected is None:
+            stmt = (
+                insert_ignoring(session, consumer_offsets)
+                .values(
+                    group_id=group_id,
+                    topic=topic,
+                    partition=partition,
+                    next_offset=new,
+                    updated_at_us=now_us,
+                )
+                .on_conflict_do_nothing()
+            )
+        else:
+            stmt = (
+                update(consumer_offsets)
+                .where(key, c.next_offset == expected)
+                .values(next_offset=new, updated_at_us=now_us)
+            )
+        result: Any = await session.execute(stmt)
+        if result.rowcount != 1:
+            raise StaleOffsets(f"{topic}[{partition}] moved past {expected}")
+
+
+async def forget_offsets(session: AsyncSession) -> None:
+    """Every group's stored offsets, and what it saw of the old log (the next one starts
+    empty): the next assignment reads partitions from the start."""
+    await session.execute(consumer_offsets.delete())
+    await session.execute(aggregator_progress.delete())

@@ -1,0 +1,92 @@
+"""Per-person progress rows (funnel entries and touches) and the funnels' change counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, delete
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.aggregator.changes import ProgressChanges, Stored
+from services.aggregator.repository.scan import CHUNK, delete_ids, per_person
+from shared.db import bulk_insert, insert_ignoring
+from shared.tables import funnel_changes, funnel_entries, funnel_touches
+
+# Tuples and dicts of tuples are written as JSON arrays and objects.
+ENTRY_COLUMNS = (
+    "funnel_id",
+    "person_id",
+    "t0_us",
+    "reached",
+    "step_times",
+    "disqualified",
+    "step_values",
+)
+TOUCH_COLUMNS = ("funnel_id", "person_id", "ts_us", "seq", "values")
+
+
+async def stored_progress(
+    session: AsyncSession, funnel_id: str, people: Sequence[str], since_us: int
+) -> Stored:
+    """The ids of these persons' stored entries and touches from ``since_us`` on."""
+    stored = Stored()
+    entry_columns = ("id", "person_id", "t0_us", "step_times", "disqualified", "step_values")
+    touch_columns = ("id", "person_id", "ts_us", "seq", "values")
+    of_entries = per_person(session, funnel_entries, entry_columns, "t0_us", funnel_id=funnel_id)
+    of_touches = per_person(session, funnel_touches, touch_columns, "ts_us", funnel_id=funnel_id)
+    for i in range(0, len(people), CHUNK):
+        chunk = {"people": people[i : i + CHUNK], "since": since_us}
+        stored.add_entries(await session.execute(of_entries, chunk))
+        stored.add_touches(await session.execute(of_touches, chunk))
+    return stored
+
+
+async def save_progress(session: AsyncSession, funnel_id: str, changes: ProgressChanges) -> None:
+    """Delete the rows that changed and insert what replaces them."""
+    await delete_ids(session, funnel_entries, changes.entry_ids)
+    await delete_ids(session, funnel_touches, changes.touch_ids)
+    entry_keys = [{"person_id": p, "t0_us": t0} for p, t0 in changes.entry_keys]
+    touch_keys = [{"person_id": p, "ts_us": ts, "seq": seq} for p, ts, seq in changes.touch_keys]
+    await _delete_keys(session, funnel_entries, funnel_id, entry_keys)
+    await _delete_keys(session, funnel_touches, funnel_id, touch_keys)
+    await bulk_insert(
+        session,
+        funnel_entries,
+        ENTRY_COLUMNS,
+        [
+            (funnel_id, person, e.t0, e.reached, e.step_times, e.disqualified, e.step_values)
+            for person, e in changes.entries
+        ],
+    )
+    await bulk_insert(
+        session,
+        funnel_touches,
+        TOUCH_COLUMNS,
+        [(funnel_id, person, t.ts, t.seq, t.values) for person, t in changes.touches],
+    )
+
+
+async def _delete_keys(
+    session: AsyncSession, table: Any, funnel_id: str, rows: list[dict[str, Any]]
+) -> None:
+    """Delete the funnel's rows whose columns equal those of one of ``rows`` (column name
+    -> value, the same columns in every row)."""
+    if rows:
+        match = [table.c[column] == bindparam(column) for column in rows[0]]
+        await session.execute(delete(table).where(table.c.funnel_id == funnel_id, *match), rows)
+
+
+async def count_changes(session: AsyncSession, changed: Iterable[tuple[str, str, int]]) -> None:
+    """Add one to each (funnel, topic, partition) change counter (see migration 0005)."""
+    rows = [
+        {"funnel_id": f, "topic": t, "partition": p, "changes": 1} for f, t, p in sorted(changed)
+    ]
+    if not rows:
+        return
+    stmt = insert_ignoring(session, funnel_changes)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["funnel_id", "topic", "partition"],
+        set_={"changes": funnel_changes.c.changes + 1},
+    )
+    await session.execute(stmt, rows)
