@@ -516,8 +516,10 @@ def test_a_later_step_without_the_filtered_value_is_not_seen_g2():
     assert oracle_report(f, events, BASE, FAR, FAR, filters=hi).persons == [1, 0]
 
 
-def _timings(report) -> list[tuple[float, float] | None]:
-    return [None if t is None else (t.mean_s, t.median_s) for t in report.steps.timings]
+def _timings(found) -> list[tuple[float, float] | None]:
+    """(mean, median) per step, of a report's steps or a group's."""
+    steps = getattr(found, "steps", None) or found
+    return [None if t is None else (t.mean_s, t.median_s) for t in steps.timings]
 
 
 TIMINGS = {
@@ -796,3 +798,16 @@ JUNE_1, JUNE_5 = BASE, BASE + 4 * DAY
 def test_date_range_selects_entries_and_their_later_steps_count(order, events, expected):
     f = funnel("one", "two", order=order, window_seconds=3 * 86_400)
     assert oracle_report(f, events, JUNE_1, JUNE_5, FAR).persons == expected
+
+
+def test_first_touch_groups_with_their_times_bd12():
+    f = funnel("sign up", "play", "buy")
+    events = persons(
+        person("sign up@0{b=Chrome}", "play@1h{b=Chrome}", "buy@3h{b=Chrome}"),
+        person("sign up@1d2h{b=Safari}", "play@1d4h{b=Safari}"),
+        person("sign up@1d2h{b=Safari}"),
+    )
+    report = oracle_report(f, events, BASE, FAR, FAR, breakdown="b")
+    assert report.groups == {"Chrome": [1, 1, 1], "Safari": [2, 1, 0]}
+    assert _timings(report.group_steps["Chrome"]) == [None, (3600, 3600), (7200, 7200)]
+    assert _timings(report.group_steps["Safari"]) == [None, (7200, 7200), None]
