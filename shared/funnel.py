@@ -6,74 +6,72 @@ the Unix epoch, UTC) so that ordering and window arithmetic are exact.
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import takewhile
 from typing import Any, Literal
+
+from shared.conditions import (
+    VALUE_NUMBER,
+    Condition,
+    Matcher,
+    Operator,
+    as_number,
+    as_text,
+    is_empty,
+    lookup,
+    same_value,
+    text_or_none,
+    value_number,
+)
+
+__all__ = [
+    "VALUE_NUMBER",
+    "Condition",
+    "Matcher",
+    "Operator",
+    "as_number",
+    "as_text",
+    "is_empty",
+    "lookup",
+    "same_value",
+    "text_or_none",
+    "value_number",
+]
 
 Order = Literal["ordered", "strict", "any"]
 CountMode = Literal["uniques", "totals"]
-Operator = Literal["eq", "neq", "in", "contains", "gt", "gte", "lt", "lte", "is_set", "not_set"]
+WindowUnit = Literal["second", "minute", "hour", "day", "week"]
+UNIT_SECONDS: Mapping[str, int] = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86_400,
+    "week": 7 * 86_400,
+}
 MIN_STEPS, MAX_STEPS = 2, 32
-MIN_WINDOW_S, MAX_WINDOW_S, DEFAULT_WINDOW_S = 60, 366 * 86_400, 7 * 86_400
+MIN_WINDOW_S, MAX_WINDOW_S, DEFAULT_WINDOW_S = 1, 366 * 86_400, 7 * 86_400
 US = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
-class Condition:
-    """A test on one event property; ``context.x.y`` reads the event context instead."""
-
-    property: str
-    op: str = "eq"
-    value: Any = None
-
-    def matches(self, properties: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
-        actual = lookup(self.property, properties, context)
-        if self.op == "is_set":
-            return not is_empty(actual)
-        if self.op == "not_set":
-            return is_empty(actual)
-        if is_empty(actual):
-            return self.op == "neq"
-        if self.op in ("eq", "neq"):
-            return same_value(actual, self.value) == (self.op == "eq")
-        if self.op == "in":
-            return any(same_value(actual, v) for v in self.value)
-        if self.op == "contains":
-            if isinstance(actual, list):
-                return any(same_value(a, self.value) for a in actual)
-            return as_text(self.value) in as_text(actual)
-        return _compare(self.op, as_number(actual), as_number(self.value))
-
-
-@dataclass(frozen=True, slots=True)
-class Matcher:
-    """Event name (``None``: any event) plus conditions that must all hold."""
-
-    event: str | None
-    conditions: tuple[Condition, ...] = ()
-
-    def matches(self, name: str, properties: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
-        if self.event is not None and name != self.event:
-            return False
-        return all(c.matches(properties, context) for c in self.conditions)
-
-
-@dataclass(frozen=True, slots=True)
 class Step:
+    """A step; an ``optional`` one (never step 1, not in ``any`` order) may be skipped."""
+
     matcher: Matcher
     name: str
     target_rate: float | None = None
     win_probability: float | None = None
     rate_name: str | None = None
+    optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Exclusion:
     """An event that disqualifies an entry when it falls strictly between two of its steps.
 
-    Steps are numbered from 1; ``to_step`` not reached means up to the end of the window.
+    Steps are numbered from 1; ``to_step`` not reached means up to the end of the window. In
+    ``any`` order the steps count distinct steps done (see the README's funnel semantics).
     """
 
     matcher: Matcher
@@ -107,6 +105,8 @@ class RemarketingRule:
 
 @dataclass(frozen=True, slots=True)
 class FunnelDefinition:
+    """A funnel; ``filters`` (global, for reports) must hold for an event to be seen at all."""
+
     steps: tuple[Step, ...]
     window_s: int = DEFAULT_WINDOW_S
     order: Order = "ordered"
@@ -114,6 +114,7 @@ class FunnelDefinition:
     breakdowns: tuple[str, ...] = ()
     value_property: str | None = None
     remarketing: tuple[RemarketingRule, ...] = ()
+    filters: tuple[Condition, ...] = ()
 
     @property
     def window_us(self) -> int:
@@ -128,21 +129,77 @@ class FunnelDefinition:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One attempt at the funnel: opened by a step-1 event at ``t0``.
+    """One attempt at the funnel, opened at ``t0`` by the events of that instant.
 
-    ``step_times[k]`` is when step k+1 was reached, so ``len(step_times)`` is how far the entry
-    got. ``step_values[p][k]`` is property p of the event that reached step k+1 (``None`` when
-    missing), for the funnel's tracked properties.
+    ``reached`` is ``len(step_times)``. In ``ordered`` and ``strict`` order ``step_times[k]``
+    is when step k+1 was done, ``None`` for an optional step the entry skipped, so ``reached``
+    is the furthest step done. In ``any`` order ``step_times[k]`` is when the entry had done
+    k+1 distinct steps. ``step_values[p][k]`` is property p of the event that did that step
+    (``None`` when it is missing or the step was skipped), for the tracked properties.
     """
 
     t0: int
-    step_times: tuple[int, ...]
+    step_times: tuple[int | None, ...]
     disqualified: bool = False
     step_values: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
 
     @property
     def reached(self) -> int:
         return len(self.step_times)
+
+    @property
+    def last_time(self) -> int:
+        """When the entry did its furthest step (never ``None``)."""
+        return next(t for t in reversed(self.step_times) if t is not None)
+
+    def done(self, step: int) -> bool:
+        """Whether the entry did this (1-based) step; a skipped optional step is not done."""
+        return step <= len(self.step_times) and self.step_times[step - 1] is not None
+
+    def passed_at(self, step: int) -> int | None:
+        """When the entry first stood at ``step`` or beyond: the time of the earliest step
+        done from ``step`` (1-based) on, ``None`` if it never got there."""
+        return next((t for t in self.step_times[step - 1 :] if t is not None), None)
+
+    def from_previous_us(self, step: int) -> int | None:
+        """Time from the previous step done on the path to this (1-based) step, if done."""
+        done_at = self.step_times[step - 1] if 2 <= step <= len(self.step_times) else None
+        if done_at is None:
+            return None
+        return done_at - next(t for t in reversed(self.step_times[: step - 1]) if t is not None)
+
+
+def counted_key(entry: Entry) -> tuple[int, int, int]:
+    """Sort key of a person's entries, the counted one first: furthest, then the one that
+    did that furthest step first, then the one that started last."""
+    return (-entry.reached, entry.last_time, -entry.t0)
+
+
+def counted_entry(entries: Iterable[Entry]) -> Entry | None:
+    """The entry a person is counted by (``uniques``): the first clean one by ``counted_key``,
+    unless a disqualified entry got further (then the person is not counted at all)."""
+    found = list(entries)
+    clean = [e for e in found if not e.disqualified]
+    if not clean:
+        return None
+    best = min(clean, key=counted_key)
+    return best if best.reached >= max(e.reached for e in found) else None
+
+
+def totals_entries(definition: FunnelDefinition, entries: Iterable[Entry]) -> list[Entry]:
+    """A person's entries that ``totals`` counts: every clean one. In ``any`` order, where
+    every instant with a step event starts an entry, only the attempts: an entry is part of
+    the attempt before it when that started at most a window earlier and got as far."""
+    clean = sorted((e for e in entries if not e.disqualified), key=lambda e: e.t0)
+    if definition.order != "any":
+        return clean
+    attempts: list[Entry] = []
+    for e in clean:
+        earliest = e.t0 - definition.window_us
+        recent = takewhile(lambda a: a.t0 >= earliest, reversed(attempts))  # noqa: B023
+        if not any(a.t0 < e.t0 and a.reached >= e.reached for a in recent):
+            attempts.append(e)
+    return attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,78 +220,26 @@ def entry_value(definition: FunnelDefinition, entry: Entry) -> float | None:
     return known[-1] if known else None
 
 
-def lookup(path: str, properties: Mapping[str, Any], context: Mapping[str, Any]) -> Any:
-    if path.startswith("context."):
-        source: Any = context
-        parts = path.split(".")[1:]
-    elif path in properties:
-        return properties[path]
-    else:
-        source, parts = properties, path.split(".")
-    for part in parts:
-        if not isinstance(source, Mapping) or part not in source:
-            return None
-        source = source[part]
-    return source
+def for_report(
+    definition: FunnelDefinition,
+    filters: Sequence[Condition] = (),
+    breakdown: str | None = None,
+) -> FunnelDefinition:
+    """The definition to evaluate raw events with for a report's global ``filters`` (events
+    failing one are not seen: steps, exclusions, touches, strict interruptions) and an
+    ad-hoc ``breakdown`` property (tracked in touches and step values)."""
+    breakdowns = definition.breakdowns
+    if breakdown is not None and breakdown not in breakdowns:
+        breakdowns = (*breakdowns, breakdown)
+    return replace(definition, filters=definition.filters + tuple(filters), breakdowns=breakdowns)
 
 
-def is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == {}
-
-
-def as_text(value: Any) -> str:
-    """The string form values are compared and grouped by: 0 is "0", True is "true"."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
-
-
-# A value property's number: plain decimal notation, as JSON writes numbers. Deliberately
-# narrower than Python's float() (no "1_000", "inf", non-ASCII digits, huge exponents), so that
-# PostgreSQL, which sums values in reports, reads exactly the same strings as numbers.
-VALUE_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,2})?$"
-_VALUE_NUMBER = re.compile(VALUE_NUMBER)
-
-
-def value_number(value: Any) -> float | None:
-    """A value property's value as a number, or ``None`` when it is not one."""
-    if isinstance(value, str):
-        return float(value) if _VALUE_NUMBER.fullmatch(value) else None
-    return as_number(value)
-
-
-def same_value(actual: Any, expected: Any) -> bool:
-    """Numeric equality when both sides are numbers, else string equality."""
-    a, b = as_number(actual), as_number(expected)
-    if a is not None and b is not None:
-        return a == b
-    return as_text(actual) == as_text(expected)
-
-
-def text_or_none(value: Any) -> str | None:
-    return None if is_empty(value) else as_text(value)
-
-
-def _compare(op: str, a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return False
-    return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op]
+def window_seconds(doc: Mapping[str, Any]) -> int:
+    """The window of a stored definition: ``window`` (value and unit) or ``window_seconds``."""
+    window = doc.get("window")
+    if window:
+        return int(window["value"]) * UNIT_SECONDS[window.get("unit", "second")]
+    return int(doc.get("window_seconds", DEFAULT_WINDOW_S))
 
 
 def definition_from_doc(doc: Mapping[str, Any]) -> FunnelDefinition:
@@ -246,16 +251,17 @@ def definition_from_doc(doc: Mapping[str, Any]) -> FunnelDefinition:
             target_rate=s.get("target_rate"),
             win_probability=s.get("win_probability"),
             rate_name=s.get("rate_name"),
+            optional=bool(s.get("optional", False)),
         )
         for i, s in enumerate(doc["steps"])
     )
     exclusions = tuple(
-        Exclusion(_matcher(x), int(x.get("from_step", 1)), int(x.get("to_step", len(steps))))
+        Exclusion(_matcher(x), int(x.get("from_step", 1)), int(x.get("to_step") or len(steps)))
         for x in doc.get("exclusions") or ()
     )
     return FunnelDefinition(
         steps=steps,
-        window_s=int(doc.get("window_seconds", DEFAULT_WINDOW_S)),
+        window_s=window_seconds(doc),
         order=doc.get("order", "ordered"),
         exclusions=exclusions,
         breakdowns=tuple(doc.get("breakdowns") or ()),
@@ -273,14 +279,13 @@ def definition_from_doc(doc: Mapping[str, Any]) -> FunnelDefinition:
             )
             for r in doc.get("remarketing") or ()
         ),
+        filters=_conditions(doc.get("filters") or ()),
     )
 
 
 def _matcher(doc: Mapping[str, Any]) -> Matcher:
-    conditions: Sequence[Mapping[str, Any]] = doc.get("where") or ()
-    return Matcher(
-        event=doc.get("event"),
-        conditions=tuple(
-            Condition(c["property"], c.get("op", "eq"), c.get("value")) for c in conditions
-        ),
-    )
+    return Matcher(event=doc.get("event"), conditions=_conditions(doc.get("where") or ()))
+
+
+def _conditions(docs: Iterable[Mapping[str, Any]]) -> tuple[Condition, ...]:
+    return tuple(Condition(c["property"], c.get("op", "eq"), c.get("value")) for c in docs)

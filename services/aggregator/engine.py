@@ -4,18 +4,24 @@ Pure and deterministic (standard library only). The aggregator recomputes a pers
 of their stored events whenever one of them arrives, so a late, out-of-order or duplicate
 event gives exactly what in-order delivery gives: there are no blind increments to undo.
 
-Matching rules (BRIEF section 2): events are ordered by time, ties broken by the lowest step
-they match, then by event id. Each step-1 event opens an entry; a later event moves an entry
-forward by at most one step, and only up to ``t0 + window`` inclusive. Each step is taken by
-the earliest qualifying event.
+Rules (README, "Funnel semantics"): a person's events are put in their canonical order
+(time, then the lowest step matched, then event id). In ``ordered`` and ``strict`` order each
+instant with a step-1 event opens one entry, which moves forward at each later instant of its
+window (up to ``t0 + window`` inclusive) as far as that instant's events take it, one event
+one step (``paths``). In ``any`` order each instant with a step event opens one. Each entry
+depends only on the events of its own window.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.aggregator.exclusions import Blocked, any_order_voids, exclusion_times
+from services.aggregator.paths import Shape, Stream, any_paths, ordered_path, plain_path
 from shared.funnel import US, Entry, FunnelDefinition, Matcher, Touch, lookup, text_or_none
 
 NO_STEP = 1 << 30
@@ -53,13 +59,12 @@ class PersonProgress:
     timers: tuple[Timer, ...] = ()
 
 
-Texts = Sequence[Mapping[str, str | None]]  # per ordered event: tracked property -> text
-
-
 @dataclass(frozen=True, slots=True)
 class _Ordered:
     events: tuple[PersonEvent, ...]
     steps: tuple[frozenset[int], ...]  # 0-based step indexes each event matches
+    stream: Stream
+    tied: bool  # whether two events share an instant
 
 
 def reach_us(definition: FunnelDefinition) -> int:
@@ -77,6 +82,19 @@ def reach_us(definition: FunnelDefinition) -> int:
 
 def evaluate(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> PersonProgress:
     return Evaluator(definition)(events)
+
+
+def evaluate_by_value(
+    definition: FunnelDefinition, events: Iterable[PersonEvent], prop: str
+) -> dict[str | None, PersonProgress]:
+    """All-events attribution: the person's progress over only the events whose ``prop`` has
+    each value (``None``: missing), per value. Steps, exclusions and strict interruptions
+    alike see only that value's events."""
+    by_value: dict[str | None, list[PersonEvent]] = defaultdict(list)
+    for e in events:
+        by_value[text_or_none(lookup(prop, e.properties, e.context))].append(e)
+    evaluator = Evaluator(definition)
+    return {value: evaluator(found) for value, found in by_value.items()}
 
 
 class Evaluator:
@@ -99,41 +117,45 @@ class Evaluator:
             if not any(m.conditions for _, m in found)
         }
         self._exclusions = definition.exclusions
+        self._filters = definition.filters
         self._tracked = definition.tracked_properties  # the breakdowns among them
-        self._open_entry = {"ordered": _ordered_entry, "strict": _strict_entry, "any": _any_entry}[
-            definition.order
-        ]
+        self._shape = Shape.of(
+            [s.optional for s in definition.steps],
+            definition.window_us,
+            definition.order == "strict",
+        )
+        self._skippable = any(self._shape.optional)
 
     def __call__(self, events: Iterable[PersonEvent]) -> PersonProgress:
         definition = self.definition
-        ordered = self._order(events)
+        o = self._order(events)
         # Each step event's tracked property values as text, read once for entries and
         # touches (only events that match a step are used by either).
         texts = [
             _texts(self._tracked, e) if matched else _NO_TEXTS
-            for e, matched in zip(ordered.events, ordered.steps, strict=True)
+            for e, matched in zip(o.events, o.steps, strict=True)
         ]
         entries = [
-            _entry(
-                definition, self._tracked, ordered, self._open_entry(definition, ordered, i), texts
-            )
-            for i, matched in enumerate(ordered.steps)
-            if 0 in matched
+            self._entry(o, first, path, texts, disqualified)
+            for first, path, disqualified in self._paths(o)
         ]
-        timers = _timers(definition, ordered, entries) if definition.remarketing else ()
-        return PersonProgress(tuple(entries), _touches(definition, ordered), timers)
+        timers = _timers(definition, o, entries) if definition.remarketing else ()
+        return PersonProgress(tuple(entries), _touches(definition, o), timers)
 
     def concerns(
         self, name: str, properties: Mapping[str, Any], context: Mapping[str, Any]
     ) -> bool:
         """Whether this event can change anything a person's progress holds.
 
-        In ``strict`` order every event can (any event between two steps ends an entry).
-        Otherwise only one that matches a step or an exclusion: every rule passes over an
-        event matching neither, and it sorts after the matching events of its instant, so
-        the touches' sequence numbers stay as they were too. A person's new events that all
-        match nothing leave their stored entries, touches and timers exactly right.
+        Not if it fails a global filter (it is not seen at all). In ``strict`` order every
+        other event can (any event between two steps ends an entry). Otherwise only one that
+        matches a step or an exclusion: every rule passes over an event matching neither,
+        and it sorts after the matching events of its instant, so the touches' sequence
+        numbers stay as they were too. A person's new events that all match nothing leave
+        their stored entries, touches and timers exactly right.
         """
+        if not all(c.matches(properties, context) for c in self._filters):
+            return False
         if self.definition.order == "strict" or self._steps(name, properties, context):
             return True
         return any(x.matcher.matches(name, properties, context) for x in self._exclusions)
@@ -152,19 +174,78 @@ class Evaluator:
         )
 
     def _order(self, events: Iterable[PersonEvent]) -> _Ordered:
-        unique = {e.event_id: e for e in events}.values()
+        unique: Iterable[PersonEvent] = {e.event_id: e for e in events}.values()
+        if self._filters:
+            unique = [
+                e for e in unique if all(c.matches(e.properties, e.context) for c in self._filters)
+            ]
         tagged = []
         for e in unique:
             matched = self._steps(e.name, e.properties, e.context)
             tagged.append((e.ts, min(matched, default=NO_STEP), e.event_id, e, matched))
         tagged.sort(key=lambda t: (t[0], t[1], t[2]))
-        return _Ordered(tuple(t[3] for t in tagged), tuple(t[4] for t in tagged))
+        ts = tuple([t[0] for t in tagged])
+        tied = len(set(ts)) < len(ts)
+        if tied:
+            starts = [j for j in range(len(ts)) if not j or ts[j] != ts[j - 1]]
+            instants = list(zip(starts, [*starts[1:], len(ts)], strict=True))
+        else:
+            instants = list(zip(range(len(ts)), range(1, len(ts) + 1), strict=True))
+        events, steps = tuple([t[3] for t in tagged]), tuple([t[4] for t in tagged])
+        return _Ordered(events, steps, Stream(ts, steps, instants), tied)
+
+    def _paths(self, o: _Ordered) -> list[tuple[int, list[int], bool]]:
+        """(first event, path, disqualified) per entry of the person."""
+        if self.definition.order == "any":
+            excluded, voids = any_order_voids(self._exclusions, o.events)
+            opened = any_paths(self._shape, o.stream, excluded, voids)
+            instants = o.stream.instants
+            return [(instants[i][0], path, False) for i, path in opened]  # never disqualified
+        blocked = None
+        if self._exclusions:
+            found = exclusion_times(self._exclusions, o.events)
+            blocked = Blocked(self._exclusions, found, self.definition.window_us)
+        if o.tied or self._skippable:
+            # An instant's first event matches its lowest step (canonical order).
+            starts = [a for a, _ in o.stream.instants]
+            paths = (
+                (starts[i], ordered_path(self._shape, o.stream, i))
+                for i, a in enumerate(starts)
+                if 0 in o.steps[a]
+            )
+        else:
+            paths = (
+                (j, plain_path(self._shape, o.stream, j)) for j, m in enumerate(o.steps) if 0 in m
+            )
+        if blocked is None:
+            return [(first, path, False) for first, path in paths]
+        ts = o.stream.ts
+        return [
+            (first, path, blocked.disqualify([ts[j] if j >= 0 else None for j in path]))
+            for first, path in paths
+        ]
+
+    def _entry(
+        self, o: _Ordered, first: int, path: Sequence[int], texts: Sequence[Texts], bad: bool
+    ) -> Entry:
+        events = o.events
+        if -1 not in path:  # no optional step skipped: the common case, kept cheap
+            chosen = [texts[j] for j in path]
+            times: tuple[int | None, ...] = tuple([events[j].ts for j in path])
+            values = {p: tuple([t[p] for t in chosen]) for p in self._tracked}
+        else:
+            times = tuple([events[j].ts if j >= 0 else None for j in path])
+            values = {
+                p: tuple([texts[j][p] if j >= 0 else None for j in path]) for p in self._tracked
+            }
+        return Entry(events[first].ts, times, bad, values)
 
 
-_NO_TEXTS: Mapping[str, str | None] = {}
+Texts = Mapping[str, str | None]  # tracked property -> text, per event
+_NO_TEXTS: Texts = {}
 
 
-def _texts(tracked: tuple[str, ...], e: PersonEvent) -> Mapping[str, str | None]:
+def _texts(tracked: tuple[str, ...], e: PersonEvent) -> Texts:
     """The event's values of these properties as text (read once per event)."""
     found: dict[str, str | None] | None = e.memo.get(tracked)
     if found is None:
@@ -174,70 +255,6 @@ def _texts(tracked: tuple[str, ...], e: PersonEvent) -> Mapping[str, str | None]
             found[p] = (value or None) if type(value) is str else text_or_none(value)
         e.memo[tracked] = found
     return found
-
-
-def _ordered_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[int]:
-    used, deadline, n = [start], o.events[start].ts + definition.window_us, len(definition.steps)
-    for j in range(start + 1, len(o.events)):
-        if o.events[j].ts > deadline or len(used) == n:
-            break
-        if len(used) in o.steps[j]:
-            used.append(j)
-    return used
-
-
-def _strict_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[int]:
-    used, deadline, n = [start], o.events[start].ts + definition.window_us, len(definition.steps)
-    for j in range(start + 1, len(o.events)):
-        if o.events[j].ts > deadline or len(used) == n or len(used) not in o.steps[j]:
-            break
-        used.append(j)
-    return used
-
-
-def _any_entry(definition: FunnelDefinition, o: _Ordered, start: int) -> list[int]:
-    used, done = [start], {0}
-    deadline, n = o.events[start].ts + definition.window_us, len(definition.steps)
-    for j in range(start + 1, len(o.events)):
-        if o.events[j].ts > deadline or len(used) == n:
-            break
-        fresh = o.steps[j] - done
-        if fresh:
-            done.add(min(fresh))
-            used.append(j)
-    return used
-
-
-def _entry(
-    definition: FunnelDefinition,
-    tracked: Sequence[str],
-    o: _Ordered,
-    used: Sequence[int],
-    texts: Texts,
-) -> Entry:
-    times = tuple(o.events[j].ts for j in used)
-    values = {p: tuple(texts[j][p] for j in used) for p in tracked}
-    return Entry(times[0], times, _disqualified(definition, o, times), values)
-
-
-def _disqualified(definition: FunnelDefinition, o: _Ordered, times: Sequence[int]) -> bool:
-    """Whether an exclusion event falls strictly between steps a and b (or a and window end)."""
-    step_instants = set(times)
-    for x in definition.exclusions:
-        if len(times) < x.from_step:
-            continue
-        low = times[x.from_step - 1]
-        closed = len(times) >= x.to_step
-        high = times[x.to_step - 1] if closed else times[0] + definition.window_us
-        for e in o.events:
-            inside = low < e.ts < high if closed else low < e.ts <= high
-            if (
-                inside
-                and e.ts not in step_instants
-                and x.matcher.matches(e.name, e.properties, e.context)
-            ):
-                return True
-    return False
 
 
 def _touches(definition: FunnelDefinition, o: _Ordered) -> tuple[Touch, ...]:
@@ -261,28 +278,24 @@ def _touches(definition: FunnelDefinition, o: _Ordered) -> tuple[Touch, ...]:
 def _timers(
     definition: FunnelDefinition, o: _Ordered, entries: Sequence[Entry]
 ) -> tuple[Timer, ...]:
-    """Occurrences of every rule for every clean entry that reached the rule's from_step.
+    """Occurrences of every rule for every clean entry that got to the rule's from_step.
 
-    An occurrence is cancelled when the person did the goal step's event at or after the
-    entry reached from_step and no later than the occurrence's due time (window or not).
+    An entry gets there when it does that step or a later one (an optional from_step may be
+    skipped). An occurrence is cancelled when the person did the goal step's event at or
+    after that and no later than the occurrence's due time (window or not).
     """
     timers = []
     for rule in definition.remarketing:
         goal = definition.steps[rule.goal_step - 1].matcher
+        goals = [e.ts for e in o.events if goal.matches(e.name, e.properties, e.context)]
         for entry in entries:
-            if entry.disqualified or entry.reached < rule.from_step:
+            since = None if entry.disqualified else entry.passed_at(rule.from_step)
+            if since is None:
                 continue
-            since = entry.step_times[rule.from_step - 1]
-            goal_at = next(
-                (
-                    e.ts
-                    for e in o.events
-                    if e.ts >= since and goal.matches(e.name, e.properties, e.context)
-                ),
-                None,
-            )
-            for k, offset in enumerate(rule.offsets_s()):
+            k = bisect_left(goals, since)
+            goal_at = goals[k] if k < len(goals) else None
+            for n, offset in enumerate(rule.offsets_s()):
                 due = since + offset * US
                 cancelled = goal_at is not None and goal_at <= due
-                timers.append(Timer(rule.name, entry.t0, k, due, cancelled))
+                timers.append(Timer(rule.name, entry.t0, n, due, cancelled))
     return tuple(timers)

@@ -46,6 +46,9 @@ def step_messages(
     found = []
     for a in advances if wanted else ():
         for k in range(a.before + 1, a.entry.reached + 1):
+            reached_at = a.entry.step_times[k - 1]
+            if reached_at is None:
+                continue  # an optional step the entry skipped
             types = ["funnel.step_reached"] + (["funnel.converted"] if k == len(steps) else [])
             for type_ in (t for t in types if t in wanted):
                 payload = {
@@ -54,7 +57,7 @@ def step_messages(
                     "person_id": a.person_id,
                     "entry_time": format_time(from_micros(a.entry.t0)),
                     "step": {"step": k, "name": steps[k - 1].name},
-                    "reached_at": format_time(from_micros(a.entry.step_times[k - 1])),
+                    "reached_at": format_time(from_micros(reached_at)),
                     "value": entry_value(funnel.definition, a.entry),
                 }
                 msg_id = message_id(type_, funnel.id, a.person_id, a.entry.t0, k)

@@ -1,9 +1,9 @@
 """Funnel reports computed from stored entries: pure functions, no I/O.
 
 Counting (BRIEF section 2): with ``uniques`` a person counts once, at the furthest step reached
-by any of their entries in the range, along the path of the furthest-reaching clean entry (the
-most recent on a tie); a person whose furthest entry is disqualified, with no clean entry as
-far, is not counted. With ``totals`` every clean entry counts.
+by any of their entries in the range, along the path of the furthest-reaching clean entry (on a
+tie ``shared.funnel.counted_key``); a person whose furthest entry is disqualified, with no clean
+entry as far, is not counted. With ``totals`` every clean entry counts.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.funnel import US, CountMode, Entry, FunnelDefinition, Touch, value_number
+from shared.funnel import US, CountMode, Entry, FunnelDefinition, Touch, counted_key, value_number
 
 Attribution = Literal["first_touch", "last_touch", "step"]
 OTHER = "(other)"
@@ -86,7 +86,7 @@ def counted_entries(
             continue
         if not clean:
             continue
-        best = max(clean, key=lambda e: (e.reached, e.t0, e.step_times))
+        best = min(clean, key=counted_key)
         if best.reached >= max(e.reached for e in entries):
             counted.append((person, best))
     return counted
@@ -224,7 +224,8 @@ def _at(values: Sequence[str | None], k: int) -> str | None:
 
 
 def _timing(counted: Sequence[Counted], k: int) -> Timing | None:
-    durations = [(e.step_times[k] - e.step_times[k - 1]) / US for _, e in counted if e.reached > k]
+    found = (e.from_previous_us(k + 1) for _, e in counted)
+    durations = [d / US for d in found if d is not None]
     if not durations:
         return None
     p90 = (

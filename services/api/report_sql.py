@@ -60,14 +60,15 @@ def _counted(count: CountMode) -> str:
       FROM funnel_entries WHERE funnel_id = :funnel AND t0_us >= :lo AND t0_us < :hi"""
     if count == "totals":
         return f"c AS (SELECT * FROM ({entries}) r WHERE NOT disqualified)"
-    # A person's counted entry: the furthest clean one, the latest (then the later steps: jsonb
-    # orders arrays of equal length element by element) on a tie; and only if no disqualified
+    # A person's counted entry: the furthest clean one, on a tie the one that did its furthest
+    # step first, then the latest (shared.funnel.counted_key); and only if no disqualified
     # entry of theirs got further. In one sort: the person's first entry by reach, clean before
     # disqualified, is counted unless it is disqualified.
     return f"""c AS (
       SELECT * FROM (
         SELECT DISTINCT ON (person_id) r.* FROM ({entries}) r
-        ORDER BY person_id, reached DESC, disqualified, t0_us DESC, st DESC, id DESC) x
+        ORDER BY person_id, reached DESC, disqualified, (st->>(reached - 1))::bigint, t0_us DESC,
+                 id DESC) x
       WHERE NOT disqualified)"""
 
 

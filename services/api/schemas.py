@@ -15,9 +15,11 @@ from shared.funnel import (
     MAX_WINDOW_S,
     MIN_STEPS,
     MIN_WINDOW_S,
+    UNIT_SECONDS,
     CountMode,
     Operator,
     Order,
+    WindowUnit,
 )
 
 # The pattern documents printable() for clients; printable() checks it, with a clearer reason.
@@ -57,6 +59,37 @@ class StepIn(Strict):
     target_rate: Rate | None = Field(None, description="Target conversion from the previous step.")
     win_probability: Rate | None = Field(None, description="Chance an entry here is won.")
     rate_name: Name | None = Field(None, description="What the step's rate is called.")
+    optional: bool = Field(
+        False, description="May be skipped (never step 1; ordered and strict order only)."
+    )
+
+
+class WindowIn(Strict):
+    """A conversion window in any unit: 1 second to 366 days in all."""
+
+    value: Annotated[int, Field(ge=1, le=MAX_WINDOW_S)]
+    unit: WindowUnit = "second"
+
+    @property
+    def seconds(self) -> int:
+        return self.value * UNIT_SECONDS[self.unit]
+
+
+def _window_fits(window: WindowIn, window_seconds: int | None, given: bool) -> int:
+    """The window in seconds (a ``window_seconds`` given as well may only agree)."""
+    if not MIN_WINDOW_S <= window.seconds <= MAX_WINDOW_S:
+        raise ValueError(f"window: must be 1 second to 366 days, not {window.seconds} s")
+    if given and window_seconds != window.seconds:
+        raise ValueError("window: differs from window_seconds; give one of them")
+    return window.seconds
+
+
+def _optional_fits(steps: list[StepIn], order: str | None) -> None:
+    for i, step in enumerate(steps):
+        if step.optional and i == 0:
+            raise ValueError("steps.0.optional: the first step cannot be optional")
+        if step.optional and order == "any":
+            raise ValueError(f"steps.{i}.optional: optional steps need order ordered or strict")
 
 
 class ExclusionIn(Strict):
@@ -106,6 +139,7 @@ class FunnelIn(Strict):
     name: Name
     steps: Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)]
     window_seconds: Annotated[int, Field(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] = DEFAULT_WINDOW_S
+    window: WindowIn | None = Field(None, description="The window in a unit (sets window_seconds).")
     order: Order = "ordered"
     count: CountMode = "uniques"
     exclusions: list[ExclusionIn] = Field(default_factory=list, max_length=10)
@@ -117,6 +151,10 @@ class FunnelIn(Strict):
 
     @model_validator(mode="after")
     def _steps_fit(self) -> FunnelIn:
+        if self.window is not None:
+            given = "window_seconds" in self.model_fields_set
+            self.window_seconds = _window_fits(self.window, self.window_seconds, given)
+        _optional_fits(self.steps, self.order)
         n = len(self.steps)
         for i, rule in enumerate(self.remarketing):
             goal = rule.goal_step or n
@@ -139,6 +177,7 @@ class FunnelPatch(Strict):
     name: Name | None = None
     steps: Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)] | None = None
     window_seconds: Annotated[int, Field(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] | None = None
+    window: WindowIn | None = None
     order: Order | None = None
     count: CountMode | None = None
     exclusions: list[ExclusionIn] | None = None
@@ -146,6 +185,16 @@ class FunnelPatch(Strict):
     value_property: Name | None = None
     timezone: TimeZone | None = None
     remarketing: list[RemarketingRuleIn] | None = None
+
+    @model_validator(mode="after")
+    def _one_window(self) -> FunnelPatch:
+        """A new window replaces the stored one in whichever form it was stored."""
+        given = "window_seconds" in self.model_fields_set
+        if self.window is not None:
+            self.window_seconds = _window_fits(self.window, self.window_seconds, given)
+        elif given:
+            self.window = None  # set, so that the merged definition drops a stored "window"
+        return self
 
 
 class FromTemplate(Strict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.aggregator.engine import evaluate
+from services.aggregator.engine import Evaluator, PersonEvent, evaluate, evaluate_by_value
 from shared.funnel import US
 from tests.helpers import DAY, ev, funnel
 
@@ -39,10 +39,26 @@ def test_one_event_moves_an_entry_by_one_step_only():
     assert reached(f, [ev("a", 0), ev("a", 1)]) == [2, 1]
 
 
-def test_time_ties_are_taken_in_step_order():
+def test_same_instant_events_take_steps_as_far_as_they_can():
     f = funnel("a", "b")
     # b is listed first but happens at the same instant as a: they convert.
     assert reached(f, [ev("b", 5), ev("a", 5)]) == [2]
+    g = funnel("A", "B", "A")
+    assert reached(g, [ev("A", 0), ev("A", 0), ev("B", 0)]) == [3]
+    assert reached(g, [ev("A", 0), ev("A", 1), ev("B", 1)]) == [3, 2]
+
+
+def test_the_events_of_one_instant_open_one_entry():
+    f = funnel("a", "a")
+    assert reached(f, [ev("a", 0), ev("a", 0)]) == [2]
+    assert [e.t0 for e in evaluate(f, [ev("a", 0), ev("a", 0), ev("a", 1)]).entries] == [0, US]
+
+
+def test_of_tied_events_the_first_by_event_id_takes_the_step():
+    f = funnel("a", "b", breakdowns=["ch"])
+    events = [PersonEvent("e2", 0, "a", {"ch": "two"}), PersonEvent("e1", 0, "a", {"ch": "one"})]
+    [entry] = evaluate(f, events).entries
+    assert entry.step_values == {"ch": ("one",)}
 
 
 def test_ordered_mode_lets_other_events_come_between():
@@ -56,10 +72,75 @@ def test_strict_mode_ends_the_entry_on_any_other_event():
     assert reached(f, [ev("a", 0), ev("b", 1), ev("c", 3)]) == [3]
 
 
-def test_any_order_counts_distinct_steps_within_the_window():
+def test_strict_mode_is_not_ended_by_an_event_tied_with_a_step():
+    f = funnel("a", "b", "c", order="strict")
+    assert reached(f, [ev("a", 0), ev("x", 0), ev("b", 1), ev("x", 1), ev("c", 2)]) == [3]
+    assert reached(f, [ev("a", 0), ev("x", 1), ev("y", 1), ev("b", 2)]) == [1]
+
+
+def test_any_order_opens_an_entry_at_each_instant_with_a_step_event():
     f = funnel("a", "b", "c", order="any", window_seconds=10)
-    assert reached(f, [ev("a", 0), ev("c", 1), ev("c", 2), ev("b", 3)]) == [3]
-    assert reached(f, [ev("a", 0), ev("c", 1), ev("b", 11)]) == [2]
+    assert reached(f, [ev("a", 0), ev("c", 1), ev("c", 2), ev("b", 3)]) == [3, 2, 2, 1]
+    assert reached(f, [ev("a", 0), ev("c", 1), ev("b", 11)]) == [2, 2, 1]
+    assert reached(f, [ev("b", 0), ev("x", 1), ev("a", 2)]) == [2, 1]
+
+
+def test_any_order_times_are_when_each_count_of_distinct_steps_was_reached():
+    f = funnel("a", "b", "c", order="any", window_seconds=10, breakdowns=["ch"])
+    entry = evaluate(f, [ev("c", 0, ch="x"), ev("c", 1), ev("a", 4, ch="y")]).entries[0]
+    assert entry.step_times == (0, 4 * US)
+    assert entry.step_values == {"ch": ("x", "y")}
+
+
+def test_any_order_leaves_out_entries_an_exclusion_threw_away():
+    f = funnel("a", "b", "c", order="any", window_seconds=10, exclusions=[{"event": "x"}])
+    events = [ev("a", 0), ev("b", 1), ev("x", 2), ev("c", 3)]
+    assert [(e.t0, e.reached, e.disqualified) for e in evaluate(f, events).entries] == [
+        (3 * US, 1, False)
+    ]
+
+
+def test_optional_steps_skipped_are_none_in_the_entry():
+    f = funnel("a", {"event": "b", "optional": True}, "c", breakdowns=["ch"])
+    [entry] = evaluate(f, [ev("a", 0, ch="s"), ev("c", 5, ch="t")]).entries
+    assert entry.step_times == (0, None, 5 * US)
+    assert entry.step_values == {"ch": ("s", None, "t")}
+    assert (entry.reached, entry.done(2), entry.done(3)) == (3, False, True)
+    assert entry.from_previous_us(3) == 5 * US
+    [partial] = evaluate(f, [ev("a", 0), ev("b", 5)]).entries
+    assert partial.step_times == (0, 5 * US)
+
+
+def test_exclusions_count_from_when_an_entry_passed_an_optional_step():
+    f = funnel(
+        "a",
+        {"event": "b", "optional": True},
+        "c",
+        "d",
+        exclusions=[{"event": "x", "from_step": 2, "to_step": 4}],
+    )
+    # Skipping b, the entry passes step 2 when it does c.
+    [before] = evaluate(f, [ev("a", 0), ev("x", 1), ev("c", 2), ev("d", 3)]).entries
+    [after] = evaluate(f, [ev("a", 0), ev("c", 2), ev("x", 2.5), ev("d", 3)]).entries
+    assert (before.disqualified, after.disqualified) == (False, True)
+
+
+def test_global_filters_hide_events_from_the_funnel():
+    f = funnel("a", "b", order="strict", filters=[{"property": "c", "value": "DE"}])
+    events = [ev("a", 0, c="DE"), ev("x", 1, c="FR"), ev("b", 2, c="DE")]
+    assert reached(f, events) == [2]
+    assert not Evaluator(f).concerns("x", {"c": "FR"}, {})
+
+
+def test_all_events_attribution_evaluates_each_values_events_alone():
+    f = funnel("a", "b")
+    events = [ev("a", 0, ch="s"), ev("a", 1, ch="t"), ev("b", 2, ch="s"), ev("b", 3)]
+    progress = evaluate_by_value(f, events, "ch")
+    assert {v: [e.reached for e in p.entries] for v, p in progress.items()} == {
+        "s": [2],
+        "t": [1],
+        None: [],
+    }
 
 
 def test_events_before_step_one_do_not_count():
@@ -154,3 +235,16 @@ def test_persons_with_close_bounds_share_the_lowest():
     bounds = {"a": 5 * slack, "b": 5 * slack + slack // 2, "c": 9 * slack, "d": 0, "e": 6 * slack}
     # e is within the slack of the group's lowest (a's), c is not.
     assert bound_groups(bounds) == [(0, ["d"]), (5 * slack, ["a", "b", "e"]), (9 * slack, ["c"])]
+
+
+def test_timers_start_when_the_entry_passed_an_optional_from_step():
+    f = funnel(
+        "a",
+        {"event": "b", "optional": True},
+        "c",
+        "d",
+        remarketing=[{"name": "r", "from_step": 2, "goal_step": 4, "after_seconds": 10}],
+    )
+    progress = evaluate(f, [ev("a", 0), ev("c", 4)])
+    assert [(t.due_us, t.cancelled) for t in progress.timers] == [(14 * US, False)]
+    assert evaluate(f, [ev("a", 0)]).timers == ()

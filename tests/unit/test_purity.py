@@ -12,11 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE = [
     "services/aggregator/engine.py",
     "services/aggregator/changes.py",
+    "services/aggregator/exclusions.py",
     "services/aggregator/messages.py",
     "services/aggregator/model.py",
+    "services/aggregator/paths.py",
     "services/aggregator/person_cache.py",
     "services/aggregator/reevaluate.py",
     "services/api/report.py",
+    "shared/conditions.py",
     "shared/funnel.py",
 ]
 PURE_SHARED = {"shared.clock", "shared.events"}  # time units; the event wire contract

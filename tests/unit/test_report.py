@@ -73,10 +73,13 @@ def test_time_to_convert_uses_the_counted_path():
     assert timing.p90_s == pytest.approx(28)
 
 
-def test_most_recent_entry_is_counted_on_a_tie():
+def test_on_a_tie_the_entry_that_reached_the_furthest_step_first_is_counted():
     data = {"p": [entry(0, 10), entry(30, 31)]}
     timing = funnel_report(F3, data, CLOSED).steps[1].time_from_previous
-    assert timing.median_s == 1
+    assert timing.median_s == 10
+    # Reached with the same event: the one that started last.
+    data = {"p": [entry(0, 31), entry(30, 31)]}
+    assert funnel_report(F3, data, CLOSED).steps[1].time_from_previous.median_s == 1
 
 
 def test_values_are_summed_per_step():
