@@ -42,8 +42,9 @@ KNOWN_ITEMS = Gauge(
 )
 REMARKETING = Counter(
     "funnel_remarketing_triggers_total",
-    "Re-marketing timers handled when due, by outcome (fired, skipped).",
-    ["funnel", "rule", "outcome"],
+    "Re-marketing timers handled when due, by funnel (its id, and its name as an extra label),"
+    " rule and outcome (fired, skipped).",
+    ["funnel_id", "funnel_name", "rule", "outcome"],
 )
 WEBHOOK_DELIVERIES = Counter(
     "funnel_webhook_deliveries_total",

@@ -66,7 +66,7 @@ class TimerFirer:
                 outcome = "skipped" if rule is None else "fired"
                 await timers.mark_timer(session, timer.id, outcome, now)
                 name = funnel.name if funnel is not None else ""
-                metrics.REMARKETING.labels(name, timer.rule, outcome).inc()
+                metrics.REMARKETING.labels(timer.funnel_id, name, timer.rule, outcome).inc()
         return len(due)
 
     async def _fire(

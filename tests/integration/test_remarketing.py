@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.processor import Processor
@@ -133,6 +134,14 @@ async def test_seven_and_ninety_day_rules_fire_on_schedule_and_stop_on_conversio
     sample = next(m["data"] for m in world.receiver.received if m["data"]["person_id"] == "never")
     assert sample["funnel"]["name"] == "buyers"
     assert sample["current_step"] == {"step": 1, "name": "visit"}
+    # The trigger counter names the funnel by id (two funnels may share a name).
+    labels = {
+        "funnel_id": sample["funnel"]["id"],
+        "funnel_name": "buyers",
+        "rule": "7-day",
+        "outcome": "fired",
+    }
+    assert REGISTRY.get_sample_value("funnel_remarketing_triggers_total", labels) >= 2
 
 
 async def test_grace_lets_a_late_conversion_cancel_the_trigger(world):
