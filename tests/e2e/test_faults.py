@@ -130,7 +130,11 @@ class Progress:
                     "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
                 )
                 self.samples.append((time.monotonic(), int(value)))
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except Exception:  # any failure of the sampler's own connection: reconnect
+                # (asyncpg's InternalClientError, seen when the server stops mid-query, is
+                # none of its usual error classes, and it killed this thread once)
+                if conn is not None:
+                    conn.terminate()
                 conn = None
                 self.samples.append((time.monotonic(), None))
             await asyncio.sleep(0.2)
