@@ -9,6 +9,12 @@ from typing import Any
 def banner(common: Any, ports: dict[str, int], keys: dict[str, str]) -> None:
     """What `funnel run` prints once every service listens: addresses, keys, first commands."""
     allowed = os.environ.get("WEBHOOK_ALLOWED_NETWORKS", "")
+    webhooks = (
+        f"may target this machine (WEBHOOK_ALLOWED_NETWORKS={allowed});\n"
+        "              receive them with: .venv/bin/funnel receive --port 9000 --secret whsec_..."
+        if allowed
+        else "public addresses only (WEBHOOK_ALLOWED_NETWORKS is empty)"
+    )
     ingest, api = f"http://127.0.0.1:{ports['ingest']}", f"http://127.0.0.1:{ports['api']}"
     write_key, admin_key = keys["write"], keys["admin"]
     print(  # noqa: T201 - for the developer at the terminal
@@ -22,8 +28,7 @@ Funnel Tracker is running (Ctrl-C stops everything).
   project     default   write key {write_key}   admin key {admin_key}
   instance    key {keys["instance"]}   (creates projects and their keys: /v1/projects)
   keys        in var/dev-keys.json
-  webhooks    may target this machine (WEBHOOK_ALLOWED_NETWORKS={allowed});
-              receive them with: .venv/bin/funnel receive --port 9000 --secret whsec_...
+  webhooks    {webhooks}
 
 Try it:
   curl -s -X POST {api}/v1/funnels -H 'Authorization: Bearer {admin_key}' \\

@@ -4,14 +4,19 @@ the wait recipe counts the events it sent, and the receiver printed a verified w
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from services.devstack import free_port
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from services.devstack import free_port, wait_for_port
 from tests.e2e.test_dev_stack import free_ports, run_env, started, stop
 
 README = Path(__file__).parent.parent.parent / "README.md"
@@ -67,3 +72,35 @@ def test_the_readmes_quickstart_runs_as_printed_and_counts_what_it_sent(tmp_path
         print(f"quickstart block took {took:.1f} s")  # noqa: T201 - the run time, for -s
     finally:
         stop(process)
+
+
+def test_funnel_receive_prints_a_signed_delivery_and_refuses_a_forged_one(tmp_path):
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    port = free_port()
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "receive", "--port", str(port), "--secret", secret],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, 30)
+        body = json.dumps({"type": "funnel.converted", "timestamp": "now", "data": {"n": 1}})
+        now = datetime.now(UTC)
+        signature = Webhook(secret).sign("msg_1", now, body)
+        headers = {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "content-type": "application/json",
+        }
+        url = f"http://127.0.0.1:{port}/hooks/funnel"
+        signed = httpx.post(url, content=body, headers={**headers, "webhook-signature": signature})
+        forged = httpx.post(url, content=body, headers={**headers, "webhook-signature": "v1,AAAA"})
+        assert (signed.status_code, forged.status_code) == (200, 401)
+    finally:
+        receiver.terminate()
+        out, _ = receiver.communicate(timeout=30)
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert [(p["verified"], p.get("id"), p.get("data")) for p in printed] == [
+        (True, "msg_1", {"n": 1}),
+        (False, None, None),
+    ]
