@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         "offsets", help="forget the aggregator's stored Kafka offsets (after recreating topics)"
     )
     offsets.add_argument("action", choices=["reset"])
+    receive = commands.add_parser(
+        "receive", help="a development webhook receiver: verifies signatures, prints deliveries"
+    )
+    receive.add_argument("--port", type=int, default=9000)
+    receive.add_argument("--host", default="127.0.0.1")
+    receive.add_argument("--secret", default=os.environ.get("WEBHOOK_SECRET", ""))
     keys_cli.add_parser(commands)
     args = parser.parse_args(argv)
     setup_logging(os.environ.get("LOG_LEVEL", "INFO"))
@@ -45,8 +51,18 @@ def main(argv: list[str] | None = None) -> int:
         "topics": lambda: create_topics(args.partitions),
         "keys": lambda: keys_cli.run(args),
         "offsets": reset_offsets,
+        "receive": lambda: _receive(args),
     }
     return int(handler[args.command]() or 0)
+
+
+def _receive(args: argparse.Namespace) -> int:
+    from services.receiver import receive
+
+    if not args.secret.startswith("whsec_"):
+        print("funnel receive: --secret whsec_... (or WEBHOOK_SECRET) is required", file=sys.stderr)
+        return 2
+    return receive(args.host, args.port, args.secret)
 
 
 def migrate() -> int:
@@ -133,6 +149,9 @@ class _Stop(BaseException):
     ``except Exception`` swallows it, wherever start-up is when it comes)."""
 
 
+# The dev stack lets webhooks reach receivers on this machine (`funnel receive`); production
+# refuses every non-public address unless WEBHOOK_ALLOWED_NETWORKS lists it.
+DEV_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
 
 
@@ -163,6 +182,7 @@ def run_stack() -> int:
     def stop(_signum: int, _frame: Any) -> None:
         raise _Stop
 
+    os.environ.setdefault("WEBHOOK_ALLOWED_NETWORKS", DEV_ALLOWED_NETWORKS)
     VAR.mkdir(exist_ok=True)
     children: dict[str, Any] = {}
     broker: Any = None
@@ -196,6 +216,7 @@ def _serve(
     children: dict[str, Any], addresses: dict[str, tuple[str, int]], *, forget_offsets: bool
 ) -> int:
     """Start the services, print the banner once all listen, then watch them until one dies."""
+    from services.banner import banner
     from services.devstack import create_topics, report_exit, spawn, wait_until_listening
     from shared.config import CommonSettings
     from shared.db import migrate as upgrade
@@ -217,7 +238,7 @@ def _serve(
         print(f"funnel run: {exc}", file=sys.stderr)
         return 1
     if died is None:
-        _banner(common, {n: port for n, (_, port) in addresses.items()}, dev_keys)
+        banner(common, {n: port for n, (_, port) in addresses.items()}, dev_keys)
     while died is None:
         time.sleep(0.2)
         died = next((n for n, child in children.items() if child.poll() is not None), None)
@@ -274,34 +295,6 @@ async def _dev_keys() -> dict[str, str]:
     path.write_text(json.dumps(saved))
     path.chmod(0o600)
     return saved
-
-
-def _banner(common: Any, ports: dict[str, int], keys: dict[str, str]) -> None:
-    ingest, api = f"http://127.0.0.1:{ports['ingest']}", f"http://127.0.0.1:{ports['api']}"
-    write_key, admin_key = keys["write"], keys["admin"]
-    print(
-        f"""
-Funnel Tracker is running (Ctrl-C stops everything).
-  broker      {common.kafka_bootstrap_servers}
-  database    {common.database_url}
-  ingest      {ingest}   (docs {ingest}/docs, metrics {ingest}/metrics)
-  api         {api}   (docs {api}/docs, metrics {api}/metrics)
-  aggregator  metrics http://127.0.0.1:{ports["aggregator"]}/metrics
-  project     default   write key {write_key}   admin key {admin_key}
-  instance    key {keys["instance"]}   (creates projects and their keys: /v1/projects)
-
-Try it:
-  curl -s -X POST {api}/v1/funnels -H 'Authorization: Bearer {admin_key}' \\
-    -H 'Content-Type: application/json' \\
-    -d '{{"name": "signup", "steps": [{{"event": "visit"}}, {{"event": "signup"}}]}}'
-  curl -s -X POST {ingest}/v1/events -u '{write_key}:' -H 'Content-Type: application/json' \\
-    -d '{{"batch": [{{"user_id": "u1", "event": "visit"}},
-                    {{"user_id": "u1", "event": "signup"}}]}}'
-  curl -s {api}/v1/funnels -H 'Authorization: Bearer {admin_key}'
-  curl -s '{api}/v1/funnels/FUNNEL_ID/report' -H 'Authorization: Bearer {admin_key}'
-""",
-        flush=True,
-    )
 
 
 if __name__ == "__main__":
