@@ -22,11 +22,12 @@ from services.aggregator.delivery import Claimed, DeliveryWorker, envelope, sign
 from services.aggregator.remarketing import SystemClock
 from services.aggregator.sender import HttpSender
 from services.devstack import free_port, stop_process, wait_for_port
+from shared.clock import now_us
 from shared.db import create_engine, sessionmaker
-from shared.keys import create_key, now_us
 from shared.netguard import parse_networks
 from shared.tables import webhook_deliveries, webhook_endpoints, webhook_messages
 from tests.databases import migrated
+from tests.helpers import create_key
 
 SECRET = "whsec_" + "QmVuY2htYXJrU2VjcmV0S2V5MTIzNDU2"
 BATCH = 50

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from shared.clock import US
+
 SCHEMA_VERSION = 1
 SCHEMA_HEADER = "schema-version"
 EVENTS_TOPIC = "funnel.events"
@@ -174,11 +176,11 @@ def parse_time(text: str) -> datetime:
 def to_micros(ts: datetime) -> int:
     """Microseconds since the Unix epoch: how the database stores instants."""
     delta = ts.astimezone(UTC) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
 
 
 def from_micros(us: int) -> datetime:
-    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
+    return datetime.fromtimestamp(us // US, UTC).replace(microsecond=us % US)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from shared.clock import DAY_US, now_us
 from shared.events import from_micros
-from shared.keys import now_us
 
-DAY_US = 86_400 * 1_000_000
 # How far behind an aggregator may be without expiring an event that ingest accepted.
 AGGREGATOR_LAG_ALLOWED_US = DAY_US
 

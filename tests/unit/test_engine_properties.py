@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.aggregator.engine import Evaluator, PersonEvent
-from services.api.report import Breakdown, Window
+from services.api.reports.python import Breakdown, Window
 from shared.funnel import US, definition_from_doc
 from tests.oracle import oracle_report
 from tests.pipeline import production_report

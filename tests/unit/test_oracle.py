@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.api.report import Window
+from services.api.reports.python import Window
 from shared.funnel import US
 from tests.helpers import ev, funnel
 from tests.oracle import oracle_report
@@ -110,7 +110,7 @@ def test_totals_count_every_clean_entry():
 
 
 def test_first_touch_is_the_first_non_empty_value_in_range():
-    from services.api.report import Breakdown
+    from services.api.reports.python import Breakdown
 
     f = funnel("a", "b", breakdowns=["ch"])
     events = {
