@@ -17,13 +17,14 @@ import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer
 
 from bench.common import record, rss_mb
-from services.api import repository as api_repo
+from services.api.repository import funnels as api_funnels
 from services.devstack import EmbeddedBroker, create_topics, free_port, spawn, stop_process
+from shared.clock import now_us
 from shared.db import create_engine, sessionmaker
 from shared.events import EVENTS_TOPIC
-from shared.keys import create_key
 from shared.tables import consumer_offsets
 from tests.databases import migrated
+from tests.helpers import create_key
 from tests.workload import NAMES, wire
 from tests.workload import events as workload
 
@@ -94,7 +95,7 @@ async def _prepare(url: str) -> None:
                 "breakdowns": ["channel"],
                 "value_property": "amount",
             }
-            await api_repo.create_funnel(session, "bench", doc)
+            await api_funnels.create_funnel(session, "bench", doc, now_us=now_us())
     await engine.dispose()
 
 

@@ -19,14 +19,14 @@ from sqlalchemy import text
 
 from bench.common import percentile, record
 from services.aggregator.processor import Processor
-from services.api import repository as api_repo
 from services.api.app import create_app
+from services.api.repository import funnels as api_funnels
 from services.api.settings import ApiSettings
+from shared.clock import now_us
 from shared.db import create_engine, sessionmaker
-from shared.keys import create_key
 from shared.tables import events, funnel_entries, funnel_touches
 from tests.databases import migrated
-from tests.helpers import canonical, records
+from tests.helpers import canonical, create_key, records
 from tests.workload import CHANNELS
 
 STEPS = ["visit", "signup", "activate", "pay", "renew"]
@@ -93,7 +93,7 @@ async def seed(url: str, persons: int) -> tuple[str, str]:
             "breakdowns": ["channel"],
             "value_property": None,
         }
-        funnel_id = await api_repo.create_funnel(session, "bench", doc)
+        funnel_id = await api_funnels.create_funnel(session, "bench", doc, now_us=now_us())
         await session.execute(
             text("UPDATE funnels SET backfill_done = true WHERE id = :id"), {"id": funnel_id}
         )

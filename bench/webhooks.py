@@ -24,10 +24,10 @@ from services.aggregator.sender import HttpSender
 from services.devstack import free_port, stop_process, wait_for_port
 from shared.clock import SystemClock, now_us
 from shared.db import create_engine, sessionmaker
-from shared.keys import create_key
 from shared.netguard import parse_networks
 from shared.tables import webhook_deliveries, webhook_endpoints, webhook_messages
 from tests.databases import migrated
+from tests.helpers import create_key
 
 SECRET = "whsec_" + "QmVuY2htYXJrU2VjcmV0S2V5MTIzNDU2"
 BATCH = 50

@@ -277,7 +277,7 @@ async def _dev_keys() -> dict[str, str]:
     kept in var/dev-keys.json so that restarts reuse them (those still valid)."""
     from shared.config import CommonSettings
     from shared.db import create_engine, sessionmaker
-    from shared.keys import find_grant
+    from shared.repository.keys import find_grant
 
     path = VAR / "dev-keys.json"
     saved: dict[str, str] = {}

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from shared.clock import now_us
 from shared.events import format_time, from_micros
 from shared.keys import SCOPES, KeyRow, Scope
 
@@ -55,23 +56,26 @@ def _fail(message: str) -> int:
 
 
 async def new_key(session: Any, project: str | None, scope: Scope, name: str | None) -> str:
-    from shared.keys import ensure_project, issue_key
+    from shared.repository.keys import ensure_project, issue_key
 
+    now = now_us()
     if project is not None:
-        await ensure_project(session, project)
-    return (await issue_key(session, project, scope, name)).key
+        await ensure_project(session, project, now_us=now)
+    return (await issue_key(session, project, scope, name, now_us=now)).key
 
 
 async def _list(session: Any, project: str | None) -> list[KeyRow]:
-    from shared.keys import list_keys
+    from shared.repository.keys import list_keys
 
     return await list_keys(session, project, every=project is None)
 
 
 async def _revoke(session: Any, key_id: str) -> KeyRow | None:
-    from shared.keys import get_key, revoke_key
+    from shared.repository.keys import get_key, revoke_key
 
-    return await revoke_key(session, key_id) if await get_key(session, key_id) else None
+    if await get_key(session, key_id) is None:
+        return None
+    return await revoke_key(session, key_id, now_us=now_us())
 
 
 def _line(row: KeyRow) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.api.chart import funnel_svg
-from services.api.report import StepReport
+from services.api.reports.python import StepReport
 
 PATH = Path(__file__).parent.parent / "docs" / "chart-example.svg"
 # name, persons, of them still in progress, value of the step's entries

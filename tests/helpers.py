@@ -58,3 +58,13 @@ def records(events: list[Any], partition: int = 0, first_offset: int = 0) -> lis
         SourceRecord(EVENTS_TOPIC, partition, first_offset + i, e.key, e.to_json(), 0)
         for i, e in enumerate(events)
     ]
+
+
+async def create_key(session: Any, project_id: str, scope: Any) -> str:
+    """A project's key (and the project if new), as a plain key."""
+    from shared.clock import now_us
+    from shared.repository.keys import ensure_project, issue_key
+
+    now = now_us()
+    await ensure_project(session, project_id, now_us=now)
+    return (await issue_key(session, project_id, scope, now_us=now)).key

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.aggregator.engine import PersonEvent, evaluate
-from services.api.report import Breakdown, FunnelReport, Window, funnel_report
+from services.api.reports.python import Breakdown, FunnelReport, Window, funnel_report
 from shared.funnel import Entry, FunnelDefinition, Touch
 
 

@@ -20,7 +20,7 @@ from services.devstack import (
     wait_for_port,
 )
 from shared.db import create_engine, migrate, sessionmaker
-from shared.keys import create_key
+from tests.helpers import create_key
 
 T = TypeVar("T")
 

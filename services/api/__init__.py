@@ -1,1 +1,2 @@
-"""Query API: funnels as resources, reports, planning; Prometheus gauges."""
+"""Query API: funnels as resources, reports, planning; Prometheus gauges (its layout:
+docs/api-design.md)."""

@@ -13,17 +13,13 @@ no Kafka client) a partition is complete to the later of
 
 and everything is complete to the earliest of its partitions' instants. That is a lower bound
 whatever happens: when the aggregator stops, it only stops advancing. A partition no
-aggregator has reported yet makes it unknown (``None``).
+aggregator has reported yet makes it unknown (``None``). Pure: the rows are read by
+:mod:`services.api.repository.freshness`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from sqlalchemy import and_, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from shared.tables import aggregator_progress, consumer_offsets
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +73,3 @@ def derive(states: list[PartitionState]) -> Freshness:
     instants = [p.complete_to_us for p in partitions]
     complete = None if not instants or None in instants else min(t or 0 for t in instants)
     return Freshness(complete, partitions)
-
-
-async def read_freshness(session: AsyncSession, group_id: str) -> Freshness:
-    p, o = aggregator_progress.c, consumer_offsets.c
-    joined = aggregator_progress.outerjoin(
-        consumer_offsets,
-        and_(o.group_id == p.group_id, o.topic == p.topic, o.partition == p.partition),
-    )
-    stmt = (
-        select(
-            p.topic, p.partition, p.end_offset, p.observed_at_us, p.complete_to_us, o.next_offset
-        )
-        .select_from(joined)
-        .where(p.group_id == group_id)
-        .order_by(p.topic, p.partition)
-    )
-    return derive([PartitionState(*row) for row in await session.execute(stmt)])

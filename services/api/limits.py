@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
 
 from services.api.errors import refuse
+from services.api.reports.python import Attribution, Breakdown
+from shared.funnel import FunnelDefinition
 
 # Instants a range may start or end at: far enough from the calendar's ends that a range's
 # defaults, windows and local-time cohorts never leave what datetime can hold.
@@ -87,3 +89,17 @@ def parsable_url(value: str) -> str:
     except ValueError as exc:
         raise ValueError(f"not a valid URL: {exc}") from exc
     return value
+
+
+def choose_breakdown(
+    definition: FunnelDefinition, prop: str, attribution: Attribution, step: int, limit: int
+) -> Breakdown:
+    """The breakdown asked for, if the funnel can be broken down so (else 400)."""
+    if attribution == "step":
+        if prop not in definition.tracked_properties:
+            refuse(400, "breakdown", f"{prop!r} is not tracked by the funnel")
+    elif prop not in definition.breakdowns:
+        refuse(400, "breakdown", f"{prop!r} is not among the funnel's breakdowns")
+    if step > len(definition.steps):
+        refuse(400, "step", f"the funnel has {len(definition.steps)} steps")
+    return Breakdown(prop, attribution, step, limit)

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api import repository
-from services.api.report import Window
-from services.api.reporting import compute_report, valid_until
-from shared.funnel import US, definition_from_doc
-from shared.keys import now_us
+from services.api.reports.computation import compute_report, valid_until
+from services.api.reports.python import Window
+from services.api.repository import Session, Sessions, funnels, progress
+from services.api.repository.funnels import FunnelRow
+from shared.clock import DAY_US, Clock, SystemClock
+from shared.funnel import definition_from_doc
 
 log = logging.getLogger(__name__)
 LABELS = ["project", "funnel_id", "step", "funnel_name", "step_name"]
@@ -65,9 +65,10 @@ class Kept:
 
 
 async def refresh_gauges(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     range_days: int,
     kept: dict[str, Kept] | None = None,
+    clock: Clock | None = None,
 ) -> None:
     """Set every funnel's gauges over the entries of the last ``range_days`` days.
 
@@ -76,18 +77,18 @@ async def refresh_gauges(
     the funnel's stored progress or its definition changed, or when the clock reaches the
     first instant at which an entry closes its window or leaves the range.
     """
-    now = now_us()
-    range_us = range_days * 86_400 * US
+    now = (clock or SystemClock()).now_us()
+    range_us = range_days * DAY_US
     window = Window(now - range_us, now, now)
     kept = {} if kept is None else kept
     seen: set[tuple[str, ...]] = set()
     with REFRESH_SECONDS.time():
         async with sessions() as session:
-            rows = await repository.all_funnels(session)
+            rows = await funnels.all_funnels(session)
             for gone in kept.keys() - {row.id for row in rows}:
                 del kept[gone]
             for row in rows:
-                stamp = await repository.change_stamp(session, row.id)
+                stamp = await progress.change_stamp(session, row.id)
                 basis = (row.version, row.backfill_done, row.backfill_persons, stamp)
                 found = kept.get(row.id)
                 if found is None or found.basis != basis or now >= found.until_us:
@@ -104,7 +105,7 @@ async def refresh_gauges(
 
 
 async def _compute(
-    session: AsyncSession, row: repository.FunnelRow, window: Window, basis: Hashable, range_us: int
+    session: Session, row: FunnelRow, window: Window, basis: Hashable, range_us: int
 ) -> Kept:
     definition = definition_from_doc(row.definition)
     report = await compute_report(session, row.id, definition, window, "uniques", None)
@@ -122,13 +123,13 @@ def _forget_all_but(seen: set[tuple[str, ...]]) -> None:
 
 
 async def refresh_forever(
-    sessions: async_sessionmaker[AsyncSession], range_days: int, every_s: float
+    sessions: Sessions, range_days: int, every_s: float, clock: Clock | None = None
 ) -> None:
     kept: dict[str, Kept] = {}
     while True:
         started = time.monotonic()
         try:
-            await refresh_gauges(sessions, range_days, kept)
+            await refresh_gauges(sessions, range_days, kept, clock)
         except Exception:  # keep serving the last values; the next round may work
             log.exception("gauge refresh failed")
         # A refresh that takes long (much data) is spaced out so that it never hogs the API.

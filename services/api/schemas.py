@@ -1,4 +1,5 @@
-"""Request and response shapes of the query API (validation errors name the field)."""
+"""What requests to the query API carry: bodies, validated strictly (errors name the field);
+what routes answer is in :mod:`services.api.responses`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from functools import cache
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
+from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from services.api.limits import parsable_url, printable
@@ -258,3 +260,46 @@ class WebhookPatch(Strict):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name}: must not be null (leave it out to keep it)")
         return self
+
+
+ProjectId = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+DAY_S = 86_400
+MAX_SHARE_S = 366 * DAY_S
+
+
+class ProjectIn(Strict):
+    id: ProjectId = Field(description="Letters, digits, '.', '_' and '-'; at most 64.")
+
+
+class KeyIn(Strict):
+    scope: Literal["write", "read", "admin"]
+    name: Name | None = Field(None, description="What the key is for, to recognise it.")
+
+
+class ShareLinkIn(Strict):
+    """A public link to a funnel's chart. The range is the last ``last_days`` days (default:
+    ``API_DEFAULT_RANGE_DAYS``) when the chart is fetched, or fixed: ``from`` (and ``to``,
+    default: when fetched)."""
+
+    funnel_id: FunnelId
+    name: Name | None = None
+    last_days: Annotated[int, Field(ge=1, le=3653)] | None = None
+    from_: str | None = Field(None, alias="from", max_length=64)
+    to: str | None = Field(None, max_length=64)
+    count: CountMode | None = Field(None, description="Default: the funnel's count mode.")
+    expires_in_seconds: Annotated[int, Field(ge=60, le=MAX_SHARE_S)] = 30 * DAY_S
+
+    @model_validator(mode="after")
+    def _one_range(self) -> ShareLinkIn:
+        if self.last_days is not None and (self.from_ is not None or self.to is not None):
+            raise ValueError("last_days: give last_days or a fixed from/to, not both")
+        if self.to is not None and self.from_ is None:
+            raise ValueError("to: a fixed range needs from as well")
+        return self
+
+
+# Query parameters several routes take.
+From = Annotated[str | None, Query(alias="from", max_length=64, description="Entries from (incl.)")]
+To = Annotated[str | None, Query(max_length=64, description="Entries until (excl.); default now")]

@@ -1,4 +1,5 @@
-"""Ready funnel models (BRIEF section 1), each proposing the 7-day and 90-day re-marketing rules."""
+"""Ready funnel models (AIDA, search marketing, e-commerce, product growth, B2B pipeline),
+each proposing the 7-day and 90-day re-marketing rules."""
 
 from __future__ import annotations
 

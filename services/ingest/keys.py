@@ -14,7 +14,8 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import is_unavailable
-from shared.keys import KeyGrant, find_key
+from shared.keys import KeyGrant
+from shared.repository.keys import find_key
 
 log = logging.getLogger(__name__)
 

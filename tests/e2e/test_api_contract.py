@@ -25,8 +25,10 @@ import httpx
 import pytest
 
 from services.devstack import free_port, spawn, stop_process, wait_for_port
+from shared.clock import now_us
 from shared.db import create_engine, migrate, sessionmaker
-from shared.keys import create_key, issue_key
+from shared.repository.keys import issue_key
+from tests.helpers import create_key
 
 # Test cases per operation; SCHEMATHESIS_MAX_EXAMPLES raises it for a longer hunt.
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
@@ -97,7 +99,10 @@ async def _keys(url: str) -> dict[str, str]:
     try:
         async with sessionmaker(engine).begin() as session:
             made = {s: await create_key(session, "contract", s) for s in ("admin", "read")}
-            return {**made, "instance": (await issue_key(session, None, "instance")).key}
+            return {
+                **made,
+                "instance": (await issue_key(session, None, "instance", now_us=now_us())).key,
+            }
     finally:
         await engine.dispose()
 

@@ -12,8 +12,9 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.clock import now_us
 from shared.db import create_engine, sessionmaker
-from shared.keys import issue_key
+from shared.repository.keys import issue_key
 from tests.stack import Stack, eventually
 
 README = Path(__file__).parent.parent.parent / "README.md"
@@ -88,7 +89,7 @@ async def _instance_key(url: str) -> str:
     engine = create_engine(url)
     try:
         async with sessionmaker(engine).begin() as session:
-            return (await issue_key(session, None, "instance")).key
+            return (await issue_key(session, None, "instance", now_us=now_us())).key
     finally:
         await engine.dispose()
 

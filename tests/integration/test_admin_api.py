@@ -12,8 +12,10 @@ from alembic import command
 
 from services.api.settings import ApiSettings
 from services.ingest.keys import DatabaseKeyStore
+from shared.clock import now_us
 from shared.db import alembic_config, create_engine, sessionmaker
-from shared.keys import find_key, hash_key, issue_key
+from shared.keys import hash_key
+from shared.repository.keys import find_key, issue_key
 from shared.tables import api_keys
 from tests.integration.test_query_api import FUNNEL, _client, api, keys  # noqa: F401 - fixtures
 
@@ -28,7 +30,7 @@ def refused(r, status: int, field: str) -> str:
 @pytest.fixture
 async def instance(sessions):
     async with sessions.begin() as session:
-        return (await issue_key(session, None, "instance")).key
+        return (await issue_key(session, None, "instance", now_us=now_us())).key
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -18,14 +18,15 @@ from sqlalchemy import select
 
 from services.aggregator.engine import PersonEvent, evaluate
 from services.aggregator.processor import Processor
-from services.api import repository as api_repo
-from services.api.report import Window, funnel_report
+from services.api.reports.python import Window, funnel_report
+from services.api.repository import funnels as api_funnels
+from services.api.repository import progress as api_progress
+from shared.clock import now_us
 from shared.db import create_engine, sessionmaker
 from shared.events import CanonicalEvent
 from shared.funnel import US, Entry, Touch, definition_from_doc
-from shared.keys import create_key
 from shared.tables import remarketing_timers as timers_table
-from tests.helpers import records
+from tests.helpers import create_key, records
 from tests.oracle import oracle_report
 from tests.unit.test_engine_properties import definitions, streams
 
@@ -110,7 +111,9 @@ async def _compare(sessions, doc, events, cut, early, chunk, seed) -> None:
     await deliver(flat[:split])
     async with sessions.begin() as session:
         await create_key(session, project, "admin")
-        funnel_id = await api_repo.create_funnel(session, project, {"name": "p", **doc})
+        funnel_id = await api_funnels.create_funnel(
+            session, project, {"name": "p", **doc}, now_us=now_us()
+        )
     # The backfill covers ``early`` persons (all of them, and anyone new, once it runs out)
     # before the rest arrives: their later events go through the live path.
     for _ in range(early):
@@ -121,7 +124,7 @@ async def _compare(sessions, doc, events, cut, early, chunk, seed) -> None:
     f = definition_from_doc(doc)
     window = Window(BASE_US, BASE_US + 10**9 * US, BASE_US + 10**9 * US)
     async with sessions() as session:
-        entries = await api_repo.entries_in_range(session, funnel_id, window.start, window.end)
+        entries = await api_progress.entries_in_range(session, funnel_id, window.start, window.end)
     got = funnel_report(f, entries, window, "uniques")
     shifted = {
         p: [PersonEvent(e.event_id, BASE_US + e.ts, e.name, e.properties) for e in evs]
@@ -133,7 +136,7 @@ async def _compare(sessions, doc, events, cut, early, chunk, seed) -> None:
     # as far back as its events can reach) is what evaluating each whole history gives.
     t = timers_table.c
     async with sessions() as session:
-        touches = await api_repo.touches_in_range(session, funnel_id, window.start, window.end)
+        touches = await api_progress.touches_in_range(session, funnel_id, window.start, window.end)
         timers = await session.execute(
             select(t.person_id, t.rule, t.entry_t0_us, t.occurrence, t.due_us).where(
                 t.funnel_id == funnel_id, t.status == "pending"

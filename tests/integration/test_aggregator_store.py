@@ -15,11 +15,12 @@ from services.aggregator.repository import statistics
 from services.aggregator.repository.offsets import StaleOffsets
 from services.aggregator.repository.progress import ENTRY_COLUMNS, TOUCH_COLUMNS
 from services.aggregator.source import SourceRecord
-from services.api import repository as api_repo
+from services.api.repository import funnels as api_funnels
+from services.api.repository import progress as api_progress
 from services.api.schemas import FunnelIn
+from shared.clock import now_us
 from shared.db import alembic_config, bulk_insert, create_engine, migrate, sessionmaker
 from shared.events import EVENTS_TOPIC
-from shared.keys import create_key
 from shared.tables import (
     consumer_offsets,
     dead_letters,
@@ -29,7 +30,7 @@ from shared.tables import (
     remarketing_timers,
 )
 from tests.databases import postgres_database
-from tests.helpers import canonical, records
+from tests.helpers import canonical, create_key, records
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 GROUP = "test-group"
@@ -41,7 +42,7 @@ async def new_funnel(sessions, *steps, **options) -> str:
     ).model_dump()
     async with sessions.begin() as session:
         await create_key(session, "proj", "admin")
-        return await api_repo.create_funnel(session, "proj", body)
+        return await api_funnels.create_funnel(session, "proj", body, now_us=now_us())
 
 
 async def reached(sessions, funnel_id) -> dict[str, list[int]]:
@@ -185,7 +186,9 @@ async def test_a_late_twin_of_an_instant_renumbers_the_touches_stored(sessions, 
     late = canonical("p", "a", T0, event_id="y", channel="ads")
     await processor.apply(records([late], first_offset=1), {partition: 1})
     async with sessions() as session:
-        touches = await api_repo.touches_in_range(session, funnel_id, T0 * 10**6, (T0 + 1) * 10**6)
+        touches = await api_progress.touches_in_range(
+            session, funnel_id, T0 * 10**6, (T0 + 1) * 10**6
+        )
     assert [(t.seq, dict(t.values)) for t in touches["p"]] == [
         (0, {"channel": "ads"}),
         (1, {"channel": "mail"}),
@@ -216,7 +219,7 @@ async def test_a_redefined_funnel_does_not_use_what_was_kept_of_the_old_one(sess
         {"name": "f", "steps": [{"event": "b"}, {"event": "c"}], "window_seconds": 3600}
     ).model_dump()
     async with sessions.begin() as session:
-        await api_repo.redefine_funnel(session, funnel_id, body)
+        await api_funnels.redefine_funnel(session, funnel_id, body, now_us=now_us())
     await finish_backfill(processor)
     assert await reached(sessions, funnel_id) == {"p": [1]}
     await processor.apply(records([canonical("p", "c", T0 + 10)], first_offset=2), {partition: 2})
@@ -259,7 +262,7 @@ async def test_a_funnel_created_later_is_backfilled_from_history(sessions, proce
     found = await reached(sessions, funnel_id)
     assert found == {f"p{i}": [2 if i == 3 else 1] for i in range(7)}
     async with sessions() as session:
-        row = await api_repo.get_funnel(session, "proj", funnel_id)
+        row = await api_funnels.get_funnel(session, "proj", funnel_id)
     assert row is not None
     assert (row.backfill_done, row.backfill_persons) == (True, 7)
 
@@ -463,12 +466,12 @@ async def test_a_funnel_deleted_or_redefined_during_a_batch_keeps_none_of_its_ro
     async def api_change() -> None:
         async with sessions.begin() as session:
             if change == "delete":
-                await api_repo.delete_funnel(session, funnel_id)
+                await api_funnels.delete_funnel(session, funnel_id)
             else:
                 body = FunnelIn.model_validate(
                     {"name": "f", "steps": [{"event": "a"}, {"event": "c"}]}
                 ).model_dump()
-                await api_repo.redefine_funnel(session, funnel_id, body)
+                await api_funnels.redefine_funnel(session, funnel_id, body, now_us=now_us())
 
     async with sessions.begin() as batch:
         assert [f.id for f in await funnel_rows.active_funnels(batch, ["proj"])] == [funnel_id]

@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from shared.db import create_engine, migrate, sessionmaker
-from shared.keys import create_key
+from tests.helpers import create_key
 from tests.private_postgres import private_cluster
 
 FUNNEL = {"name": "outage", "steps": [{"event": "visit"}, {"event": "pay"}]}

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from shared.db import create_engine, sessionmaker
-from shared.keys import create_key
+from tests.helpers import create_key
 
 EXAMPLES = int(os.environ.get("API_PROPERTY_EXAMPLES", "60"))
 PROPERTY = settings(

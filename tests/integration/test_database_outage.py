@@ -18,9 +18,9 @@ from services.ingest.publisher import Record
 from services.ingest.settings import IngestSettings
 from shared.db import create_engine, is_unavailable, migrate, sessionmaker
 from shared.events import EVENTS_TOPIC
-from shared.keys import create_key, hash_key
+from shared.keys import hash_key
 from shared.tables import api_keys, dead_letters, events
-from tests.helpers import canonical, records
+from tests.helpers import canonical, create_key, records
 from tests.private_postgres import PrivateCluster, private_cluster
 
 T0 = 1_767_225_600

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from services.aggregator.freshness import Progress
 from services.aggregator.processor import Processor
 from services.aggregator.source import Partition, SourceRecord
+from shared.clock import now_us
 from shared.events import EVENTS_TOPIC, format_time, from_micros
-from shared.keys import issue_key
+from shared.repository.keys import issue_key
 from shared.tables import aggregator_progress
 from tests.helpers import canonical
 from tests.integration.test_query_api import FUNNEL, T0, api, keys  # noqa: F401 - fixtures
@@ -201,7 +202,7 @@ async def test_a_bad_sent_instant_is_400_naming_it(api, sent):
 
 async def test_freshness_is_for_read_admin_and_instance_keys_not_write_keys(api, keys, sessions):
     async with sessions.begin() as session:
-        instance = (await issue_key(session, None, "instance")).key
+        instance = (await issue_key(session, None, "instance", now_us=now_us())).key
     for key, status in ((keys["read"], 200), (instance, 200), (keys["write"], 403)):
         r = await api.get("/v1/freshness", headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == status, r.text

@@ -12,13 +12,15 @@ from sqlalchemy import func, select, text
 from services.aggregator.engine import PersonEvent
 from services.aggregator.processor import Processor
 from services.aggregator.source import SourceRecord
-from services.api import repository as api_repo
-from services.api.report import Breakdown, Window, funnel_report
+from services.api.reports.python import Breakdown, Window, funnel_report
+from services.api.repository import funnels as api_funnels
+from services.api.repository import progress as api_progress
+from shared.clock import now_us
 from shared.db import is_postgres
 from shared.events import EVENTS_TOPIC, CanonicalEvent, to_micros
 from shared.funnel import definition_from_doc
-from shared.keys import create_key
 from shared.tables import consumer_offsets, dead_letters, events
+from tests.helpers import create_key
 from tests.oracle import oracle_report
 from tests.poison import T0, odd_but_valid, poison_records, valid_event
 
@@ -32,7 +34,7 @@ async def _ready(sessions) -> tuple[str, Processor]:
     """The funnel, and a processor that has backfilled it (so it counts live)."""
     async with sessions.begin() as session:
         await create_key(session, PROJECT, "admin")
-        funnel_id = await api_repo.create_funnel(session, PROJECT, FUNNEL)
+        funnel_id = await api_funnels.create_funnel(session, PROJECT, FUNNEL, now_us=now_us())
     processor = Processor(sessions, GROUP, horizon_us=lambda: HORIZON_US)
     while await processor.backfill_step(100):
         pass
@@ -50,8 +52,8 @@ async def _apply_in_batches(processor, values, size, partition=0) -> dict:
 async def _report(sessions, funnel_id):
     window = Window(0, 10**17, 10**17)
     async with sessions() as session:
-        entries = await api_repo.entries_in_range(session, funnel_id, window.start, window.end)
-        touches = await api_repo.touches_in_range(session, funnel_id, window.start, window.end)
+        entries = await api_progress.entries_in_range(session, funnel_id, window.start, window.end)
+        touches = await api_progress.touches_in_range(session, funnel_id, window.start, window.end)
     f = definition_from_doc(FUNNEL)
     return funnel_report(f, entries, window, "uniques", Breakdown("channel"), touches)
 

@@ -11,14 +11,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.aggregator.processor import Processor
-from services.api import repository
 from services.api.app import create_app
-from services.api.report import Window
-from services.api.reporting import valid_until
+from services.api.reports.computation import valid_until
+from services.api.reports.python import Window
+from services.api.repository import funnels as api_funnels
 from services.api.settings import ApiSettings
+from shared.clock import now_us
 from shared.funnel import US, definition_from_doc
-from shared.keys import create_key
-from tests.helpers import canonical, records
+from tests.helpers import canonical, create_key, records
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 RANGE = {"from": "2026-01-01", "to": "2026-01-02"}
@@ -290,7 +290,7 @@ async def test_slow_report_is_served_stale_while_a_refresh_runs(database_url, se
 async def test_cached_report_expires_when_an_entry_window_closes(sessions, keys):
     doc = {**FUNNEL, "window_seconds": 600}
     async with sessions.begin() as session:
-        funnel_id = await repository.create_funnel(session, "proj", doc)
+        funnel_id = await api_funnels.create_funnel(session, "proj", doc, now_us=now_us())
     await drain(
         sessions,
         [

@@ -16,9 +16,8 @@ from services.aggregator.sender import HttpSender
 from services.aggregator.timers import TimerFirer
 from services.api.app import create_app
 from services.api.settings import ApiSettings
-from shared.keys import create_key
 from shared.netguard import parse_networks
-from tests.helpers import canonical, records
+from tests.helpers import canonical, create_key, records
 from tests.receiver import Receiver
 
 DAY = 86_400

@@ -22,8 +22,8 @@ from sqlalchemy import text
 
 from services.aggregator.engine import PersonEvent
 from services.aggregator.processor import Processor
-from services.api import repository as api_repo
-from services.api.report import (
+from services.api.reports.computation import funnel_report_sql
+from services.api.reports.python import (
     Breakdown,
     FunnelReport,
     StepReport,
@@ -31,12 +31,13 @@ from services.api.report import (
     Window,
     funnel_report,
 )
-from services.api.report_sql import funnel_report_sql
+from services.api.repository import funnels as api_funnels
+from services.api.repository import progress as api_progress
+from shared.clock import now_us
 from shared.db import create_engine, sessionmaker
 from shared.funnel import US, definition_from_doc
-from shared.keys import create_key
 from tests.databases import migrated
-from tests.helpers import records
+from tests.helpers import create_key, records
 from tests.integration.test_aggregator_properties import BASE_US, as_canonical
 from tests.unit.test_engine_properties import definitions, streams
 
@@ -87,7 +88,9 @@ async def _check(url, doc, events, asked) -> list[FunnelReport]:
         project = f"sql{next(_projects)}"
         async with sessions.begin() as session:
             await create_key(session, project, "admin")
-            funnel_id = await api_repo.create_funnel(session, project, {"name": "s", **doc})
+            funnel_id = await api_funnels.create_funnel(
+                session, project, {"name": "s", **doc}, now_us=now_us()
+            )
         processor = Processor(sessions, f"group-{project}", horizon_us=lambda: 0)
         flat = [as_canonical(project, p, e) for p, evs in events.items() for e in evs]
         for i in range(0, len(flat), 7):
@@ -102,10 +105,10 @@ async def _check(url, doc, events, asked) -> list[FunnelReport]:
             if attribution is not None:
                 chosen = Breakdown("ch", attribution, min(step, len(f.steps)), limit)
             async with sessions() as session:
-                entries = await api_repo.entries_in_range(
+                entries = await api_progress.entries_in_range(
                     session, funnel_id, window.start, window.end
                 )
-                touches = await api_repo.touches_in_range(
+                touches = await api_progress.touches_in_range(
                     session, funnel_id, window.start, window.end
                 )
                 expected = funnel_report(f, entries, window, count, chosen, touches)

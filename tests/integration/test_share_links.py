@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from services.api.chart import TRACK
-from shared.keys import now_us
+from shared.clock import now_us
 from shared.tables import share_links
 from tests.helpers import canonical
 from tests.integration.test_query_api import T0, api, drain, keys  # noqa: F401 - fixtures

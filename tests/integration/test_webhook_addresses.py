@@ -9,9 +9,10 @@ from sqlalchemy import select
 
 from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.sender import BODY_BYTES, HttpSender
-from shared.keys import create_key, now_us
+from shared.clock import now_us
 from shared.netguard import parse_networks
 from shared.tables import webhook_attempts, webhook_deliveries, webhook_endpoints, webhook_messages
+from tests.helpers import create_key
 from tests.receiver import Receiver, ScriptedResolver
 
 SECRET = "whsec_" + base64.b64encode(b"delivery-address-test-0123").decode()

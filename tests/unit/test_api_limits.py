@@ -10,9 +10,9 @@ from fastapi import HTTPException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.api.analysis import cohort_bounds
 from services.api.body import loads
 from services.api.limits import cohort_count
+from services.api.reports.trends import cohort_bounds
 
 ZONES = ["UTC", "Europe/Paris", "America/St_Johns", "Pacific/Kiritimati", "Pacific/Pago_Pago"]
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.aggregator.engine import Evaluator, PersonEvent, evaluate, evaluate_by_value
-from services.api.report import Breakdown, Window
+from services.api.reports.python import Breakdown, Window
 from shared.funnel import (
     US,
     Condition,

@@ -18,7 +18,7 @@ PURE = [
     "services/aggregator/paths.py",
     "services/aggregator/person_cache.py",
     "services/aggregator/reevaluate.py",
-    "services/api/report.py",
+    "services/api/reports/python.py",
     "shared/conditions.py",
     "shared/funnel.py",
 ]

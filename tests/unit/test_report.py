@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.api.report import Breakdown, Window, funnel_report
+from services.api.reports.python import Breakdown, Window, funnel_report
 from shared.funnel import US, Entry, Touch
 from tests.helpers import funnel
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.api.report import FunnelReport
-from services.api.report_cache import Computed, ReportCache
+from services.api.reports.cache import Computed, ReportCache
+from services.api.reports.python import FunnelReport
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 

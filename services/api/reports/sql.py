@@ -1,31 +1,30 @@
-"""The funnel report computed inside PostgreSQL: the same numbers as ``report.funnel_report``.
+"""The funnel report computed inside PostgreSQL: the same numbers as ``python.funnel_report``.
 
 On a large range, fetching every entry and touch to count them in Python costs seconds; here
 the database picks each person's counted entry (``DISTINCT ON`` over the entries), attributes
 breakdown values (``DISTINCT ON`` over the touches), ranks the groups and returns one row per
 group with the per-step counts, timings (``percentile_cont``, the same linear interpolation as
-Python's ``statistics``) and value sums. ``report.steps_from_tally`` turns the rows into step
+Python's ``statistics``) and value sums. ``python.steps_from_tally`` turns the rows into step
 reports with the same formulas as the Python path. Tests check both against each other and
 against the oracle on PostgreSQL.
 
 Person ids and breakdown values are sorted and grouped with ``COLLATE "C"`` (byte order): only
-their equality matters here, and the database's own collation made those sorts about twice as
-slow (with C.UTF-8; more with a language's collation), a quarter of a report with a breakdown.
+their equality matters here, and the database's own collation makes those sorts slower.
 
-The SQL text is assembled from fixed fragments and step indices only; every value that comes
-from a request or a definition is a bind parameter.
+Pure: this module builds the statements and reads their rows;
+:func:`services.api.repository.progress.over_a_range` runs them. The SQL text is assembled
+from fixed fragments and step indices only; every value that comes from a request or a
+definition is a bind parameter.
 """
 # ruff: noqa: S608
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.api.analysis import PipelineTally
-from services.api.report import (
+from services.api.reports.forecast import PipelineTally
+from services.api.reports.python import (
     OTHER,
     Breakdown,
     FunnelReport,
@@ -36,21 +35,6 @@ from services.api.report import (
     steps_from_tally,
 )
 from shared.funnel import US, VALUE_NUMBER, CountMode, FunnelDefinition
-
-WORK_MEM = "256MB"
-
-
-async def _for_a_large_range(session: AsyncSession) -> None:
-    """Settings of the transaction for a statement over a whole range of entries.
-
-    Sorts and hashes in memory rather than in temp files. No JIT compilation: for these
-    statements, bound by sorting, it cost more than it saved (1,000,000 persons, PostgreSQL
-    15: 0.6 s of compiling in a 5.1 s report, 4 to 8 % slower overall than without).
-    """
-    await session.execute(
-        text("SELECT set_config('work_mem', :work_mem, true), set_config('jit', 'off', true)"),
-        {"work_mem": WORK_MEM},
-    )
 
 
 def _counted(count: CountMode) -> str:
@@ -136,8 +120,8 @@ def report_query(
     """One row per group, and one for the whole range: six key columns (whole, kind, pos,
     label, and two used inside), then six per step (see ``_aggregates``)."""
     if breakdown is None:
-        # GROUPING SETS (()) rather than a plain aggregate: the same one row, and it measured a
-        # quarter faster here (PostgreSQL 15, 1,000,000 persons).
+        # GROUPING SETS (()) rather than a plain aggregate: the same one row, and faster
+        # (docs/api-design.md).
         return f"""
     WITH {_counted(count)},
     {_labelled(definition, breakdown)},
@@ -202,20 +186,24 @@ def _params(funnel_id: str, definition: FunnelDefinition, window: Window) -> dic
     }
 
 
-async def funnel_report_sql(
-    session: AsyncSession,
+def report_statement(
     funnel_id: str,
     definition: FunnelDefinition,
     window: Window,
     count: CountMode = "uniques",
     breakdown: Breakdown | None = None,
-) -> FunnelReport:
+) -> tuple[str, dict[str, Any]]:
+    """The report's statement and its bind parameters."""
     params = _params(funnel_id, definition, window)
     if breakdown is not None:
         params.update(prop=breakdown.property, step=breakdown.step, limit=breakdown.limit)
-    sql = report_query(definition, count, breakdown)
-    await _for_a_large_range(session)
-    rows = (await session.execute(text(sql), params)).all()
+    return report_query(definition, count, breakdown), params
+
+
+def report_from_rows(
+    definition: FunnelDefinition, rows: Sequence[Any], breakdown: Breakdown | None
+) -> FunnelReport:
+    """The report the rows of :func:`report_statement` make."""
     n = len(definition.steps)
     empty = Tally([0] * n, [0] * n, [None] * n, [None] * n)
     whole = next((r for r in rows if r[0]), None)
@@ -248,20 +236,16 @@ def pipeline_query(definition: FunnelDefinition, count: CountMode) -> str:
     FROM c GROUP BY 1, 2"""
 
 
-async def pipeline_sql(
-    session: AsyncSession,
-    funnel_id: str,
-    definition: FunnelDefinition,
-    window: Window,
-    count: CountMode,
-) -> PipelineTally:
-    params = _params(funnel_id, definition, window)
-    await _for_a_large_range(session)
+def pipeline_statement(
+    funnel_id: str, definition: FunnelDefinition, window: Window, count: CountMode
+) -> tuple[str, dict[str, Any]]:
+    return pipeline_query(definition, count), _params(funnel_id, definition, window)
+
+
+def pipeline_from_rows(definition: FunnelDefinition, rows: Sequence[Any]) -> PipelineTally:
     n = len(definition.steps)
     open_, open_value, closed = [0] * n, [0.0] * n, [0] * n
-    for reached, is_open, entries, value in await session.execute(
-        text(pipeline_query(definition, count)), params
-    ):
+    for reached, is_open, entries, value in rows:
         if is_open:
             open_[reached - 1], open_value[reached - 1] = entries, float(value or 0.0)
         else:

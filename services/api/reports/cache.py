@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from services.api.report import FunnelReport
+from services.api.reports.python import FunnelReport
 
 
 @dataclass(frozen=True, slots=True)

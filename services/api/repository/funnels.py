@@ -1,26 +1,16 @@
-"""The API's SQL: funnels as resources and the stored entries reports read."""
+"""Funnels as stored: definitions, versions and backfill progress; changing or deleting one
+deletes its stored progress in the same transaction."""
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from sqlalchemy import Text, cast, delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.funnel import Entry, Touch
-from shared.keys import now_us
-from shared.tables import (
-    events,
-    funnel_changes,
-    funnel_entries,
-    funnel_touches,
-    funnels,
-    remarketing_timers,
-)
+from shared.tables import funnel_entries, funnel_touches, funnels, remarketing_timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +39,10 @@ _COLUMNS = (
 )
 
 
-async def create_funnel(session: AsyncSession, project_id: str, definition: dict[str, Any]) -> str:
+async def create_funnel(
+    session: AsyncSession, project_id: str, definition: dict[str, Any], *, now_us: int
+) -> str:
     funnel_id = str(uuid.uuid4())
-    stamp = now_us()
     await session.execute(
         funnels.insert().values(
             id=funnel_id,
@@ -59,8 +50,8 @@ async def create_funnel(session: AsyncSession, project_id: str, definition: dict
             name=definition["name"],
             definition=definition,
             version=1,
-            created_at_us=stamp,
-            updated_at_us=stamp,
+            created_at_us=now_us,
+            updated_at_us=now_us,
             backfill_cursor=None,
             backfill_done=False,
             backfill_persons=0,
@@ -78,6 +69,13 @@ async def get_funnel(session: AsyncSession, project_id: str, funnel_id: str) -> 
     return FunnelRow(*row) if row else None
 
 
+async def has_funnel(session: AsyncSession, project_id: str, funnel_id: str) -> bool:
+    found = await session.scalar(
+        select(funnels.c.id).where(funnels.c.id == funnel_id, funnels.c.project_id == project_id)
+    )
+    return found is not None
+
+
 async def list_funnels(session: AsyncSession, project_id: str) -> list[FunnelRow]:
     stmt = select(*_COLUMNS).where(funnels.c.project_id == project_id).order_by(funnels.c.name)
     return [FunnelRow(*r) for r in await session.execute(stmt)]
@@ -89,7 +87,7 @@ async def all_funnels(session: AsyncSession) -> list[FunnelRow]:
 
 
 async def redefine_funnel(
-    session: AsyncSession, funnel_id: str, definition: dict[str, Any]
+    session: AsyncSession, funnel_id: str, definition: dict[str, Any], *, now_us: int
 ) -> None:
     """Store a new definition and restart the backfill: stored progress is of the old one."""
     await _lock_funnel(session, funnel_id)
@@ -107,7 +105,7 @@ async def redefine_funnel(
             name=definition["name"],
             definition=definition,
             version=funnels.c.version + 1,
-            updated_at_us=now_us(),
+            updated_at_us=now_us,
             backfill_cursor=None,
             backfill_done=False,
             backfill_persons=0,
@@ -115,12 +113,14 @@ async def redefine_funnel(
     )
 
 
-async def rename_funnel(session: AsyncSession, funnel_id: str, definition: dict[str, Any]) -> None:
+async def rename_funnel(
+    session: AsyncSession, funnel_id: str, definition: dict[str, Any], *, now_us: int
+) -> None:
     """A change that does not affect counting (name, default count mode): no recompute."""
     await session.execute(
         update(funnels)
         .where(funnels.c.id == funnel_id)
-        .values(name=definition["name"], definition=definition, updated_at_us=now_us())
+        .values(name=definition["name"], definition=definition, updated_at_us=now_us)
     )
 
 
@@ -140,81 +140,3 @@ async def _lock_funnel(session: AsyncSession, funnel_id: str) -> None:
     batches wait for this transaction. Entries and touches have no foreign key to do this
     (migration 0007). SQLite runs one writer at a time: nothing to wait for there."""
     await session.execute(select(funnels.c.id).where(funnels.c.id == funnel_id).with_for_update())
-
-
-async def project_persons(session: AsyncSession, project_id: str) -> int:
-    stmt = select(func.count(func.distinct(events.c.person_id))).where(
-        events.c.project_id == project_id
-    )
-    return int(await session.scalar(stmt) or 0)
-
-
-def _as_text(column: Any) -> Any:
-    """A JSON column as its text: decoding it here with orjson costs a third of the driver's
-    per-value JSON hook on large reports."""
-    return cast(column, Text)
-
-
-async def entries_in_range(
-    session: AsyncSession, funnel_id: str, start_us: int, end_us: int
-) -> dict[str, list[Entry]]:
-    e = funnel_entries.c
-    stmt = select(
-        e.person_id, e.t0_us, _as_text(e.step_times), e.disqualified, _as_text(e.step_values)
-    ).where(e.funnel_id == funnel_id, e.t0_us >= start_us, e.t0_us < end_us)
-    # Newest row first: of two entries alike in everything the count looks at (same step
-    # times, other values), the report takes the first, as PostgreSQL's does (report_sql).
-    stmt = stmt.order_by(e.id.desc())
-    found: dict[str, list[Entry]] = defaultdict(list)
-    result = await session.execute(stmt)
-    for person, t0, times, disqualified, values in result:
-        decoded = orjson.loads(values)
-        found[person].append(
-            Entry(
-                t0,
-                tuple(orjson.loads(times)),
-                disqualified,
-                {k: tuple(v) for k, v in decoded.items()} if decoded else {},
-            )
-        )
-    return found
-
-
-async def touches_in_range(
-    session: AsyncSession, funnel_id: str, start_us: int, end_us: int
-) -> dict[str, list[Touch]]:
-    t = funnel_touches.c
-    stmt = select(t.person_id, t.ts_us, t.seq, _as_text(t["values"])).where(
-        t.funnel_id == funnel_id, t.ts_us >= start_us, t.ts_us < end_us
-    )
-    found: dict[str, list[Touch]] = defaultdict(list)
-    result = await session.execute(stmt)
-    for person, ts, seq, values in result:
-        found[person].append(Touch(ts, seq, orjson.loads(values)))
-    return found
-
-
-async def change_stamp(session: AsyncSession, funnel_id: str) -> tuple[int, int]:
-    """Moves whenever an aggregator commits a change to this funnel's stored progress (its
-    change counters are written in the same transaction as the progress)."""
-    c = funnel_changes.c
-    row = (
-        await session.execute(
-            select(func.count(), func.coalesce(func.sum(c.changes), 0)).where(
-                c.funnel_id == funnel_id
-            )
-        )
-    ).one()
-    return int(row[0]), int(row[1])
-
-
-async def first_entry_from(
-    session: AsyncSession, funnel_id: str, from_us: int, before_us: int | None = None
-) -> int | None:
-    """The earliest entry start at or after ``from_us`` (and before ``before_us``)."""
-    e = funnel_entries.c
-    stmt = select(func.min(e.t0_us)).where(e.funnel_id == funnel_id, e.t0_us >= from_us)
-    if before_us is not None:
-        stmt = stmt.where(e.t0_us < before_us)
-    found = await session.scalar(stmt)
-    return None if found is None else int(found)

@@ -1,8 +1,7 @@
 """Computing reports from stored progress, and how long a report's answer stays exact.
 
 On PostgreSQL inside the database; on SQLite from the range's entries in Python, off the
-event loop. Used by the report, chart, plan, diagnosis, trends and forecast endpoints and by
-the Prometheus gauges' refresher.
+event loop. Used by the report engine and by the Prometheus gauges' refresher.
 """
 
 from __future__ import annotations
@@ -10,19 +9,39 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.api import analysis, repository
-from services.api.report import Breakdown, FunnelReport, Window, counted_entries, funnel_report
-from services.api.report_sql import funnel_report_sql, pipeline_sql
+from services.api.reports import sql
+from services.api.reports.forecast import PipelineTally, pipeline_tally
+from services.api.reports.python import (
+    Breakdown,
+    FunnelReport,
+    Window,
+    counted_entries,
+    funnel_report,
+)
+from services.api.reports.trends import cohort_reports_in_python
+from services.api.repository import Session, progress
 from shared.db import is_postgres
 from shared.funnel import CountMode, FunnelDefinition
 
 FOREVER_US = 2**62
 
 
+async def funnel_report_sql(
+    session: Session,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    window: Window,
+    count: CountMode = "uniques",
+    breakdown: Breakdown | None = None,
+) -> FunnelReport:
+    """The report computed inside PostgreSQL."""
+    statement, params = sql.report_statement(funnel_id, definition, window, count, breakdown)
+    rows = await progress.over_a_range(session, statement, params)
+    return sql.report_from_rows(definition, rows, breakdown)
+
+
 async def compute_report(
-    session: AsyncSession,
+    session: Session,
     funnel_id: str,
     definition: FunnelDefinition,
     window: Window,
@@ -32,9 +51,9 @@ async def compute_report(
     """In PostgreSQL itself when it is the database; else from the entries, in Python."""
     if is_postgres(session):
         return await funnel_report_sql(session, funnel_id, definition, window, mode, chosen)
-    entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
+    entries = await progress.entries_in_range(session, funnel_id, window.start, window.end)
     touches = (
-        await repository.touches_in_range(session, funnel_id, window.start, window.end)
+        await progress.touches_in_range(session, funnel_id, window.start, window.end)
         if chosen and chosen.attribution != "step"
         else None
     )
@@ -45,7 +64,7 @@ async def compute_report(
 
 
 async def cohort_reports(
-    session: AsyncSession,
+    session: Session,
     funnel_id: str,
     definition: FunnelDefinition,
     windows: Sequence[Window],
@@ -58,31 +77,29 @@ async def cohort_reports(
         return [await funnel_report_sql(session, funnel_id, definition, w, count) for w in windows]
     if not windows:
         return []
-    entries = await repository.entries_in_range(
-        session, funnel_id, windows[0].start, windows[-1].end
-    )
-    return await asyncio.to_thread(
-        analysis.cohort_reports_in_python, definition, entries, windows, count
-    )
+    entries = await progress.entries_in_range(session, funnel_id, windows[0].start, windows[-1].end)
+    return await asyncio.to_thread(cohort_reports_in_python, definition, entries, windows, count)
 
 
 async def pipeline(
-    session: AsyncSession,
+    session: Session,
     funnel_id: str,
     definition: FunnelDefinition,
     window: Window,
     count: CountMode,
-) -> analysis.PipelineTally:
+) -> PipelineTally:
     """What the pipeline forecast is made from: in PostgreSQL itself, else in Python."""
     if is_postgres(session):
-        return await pipeline_sql(session, funnel_id, definition, window, count)
-    entries = await repository.entries_in_range(session, funnel_id, window.start, window.end)
+        statement, params = sql.pipeline_statement(funnel_id, definition, window, count)
+        rows = await progress.over_a_range(session, statement, params)
+        return sql.pipeline_from_rows(definition, rows)
+    entries = await progress.entries_in_range(session, funnel_id, window.start, window.end)
     counted = counted_entries(entries, count)
-    return await asyncio.to_thread(analysis.pipeline_tally, definition, counted, window.now)
+    return await asyncio.to_thread(pipeline_tally, definition, counted, window.now)
 
 
 async def valid_until(
-    session: AsyncSession,
+    session: Session,
     funnel_id: str,
     definition: FunnelDefinition,
     window: Window,
@@ -94,17 +111,17 @@ async def valid_until(
     limits = []
     # The earliest entry whose conversion window is still open closes it first.
     w = definition.window_us
-    first_open = await repository.first_entry_from(
+    first_open = await progress.first_entry_from(
         session, funnel_id, max(window.start, window.now - w + 1), window.end
     )
     if first_open is not None:
         limits.append(first_open + w)
     if open_end:  # "to" is now: an entry dated ahead of the clock joins the range
-        ahead = await repository.first_entry_from(session, funnel_id, window.end)
+        ahead = await progress.first_entry_from(session, funnel_id, window.end)
         if ahead is not None:
             limits.append(ahead + 1)
         if rolling is not None:  # "from" follows "to": the earliest entry leaves the range
-            first = await repository.first_entry_from(session, funnel_id, window.start, window.end)
+            first = await progress.first_entry_from(session, funnel_id, window.start, window.end)
             if first is not None:
                 limits.append(first + rolling + 1)
     return min(limits, default=FOREVER_US)

@@ -4,14 +4,14 @@ they were revoked. The token is returned once, when the link is made."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.keys import SHOWN_CHARS, hash_key, now_us
+from shared.funnel import CountMode
+from shared.keys import SHOWN_CHARS, hash_key, new_token
 from shared.tables import share_links
 
 TOKEN_PREFIX = "sl_"  # noqa: S105 - what every token starts with, not a secret
@@ -27,7 +27,7 @@ class ShareLinkRow:
     last_days: int | None
     from_us: int | None
     to_us: int | None
-    count: str | None
+    count: CountMode | None
     created_at_us: int
     expires_at_us: int
     revoked_at_us: int | None
@@ -42,7 +42,7 @@ class LinkSpec:
     last_days: int | None
     from_us: int | None
     to_us: int | None
-    count: str | None
+    count: CountMode | None
     expires_at_us: int
 
 
@@ -63,10 +63,10 @@ _COLUMNS = (
 
 
 async def create_link(
-    session: AsyncSession, project_id: str, spec: LinkSpec
+    session: AsyncSession, project_id: str, spec: LinkSpec, *, now_us: int
 ) -> tuple[ShareLinkRow, str]:
     """A new link and its token (shown once)."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = new_token(TOKEN_PREFIX)
     link_id = str(uuid.uuid4())
     await session.execute(
         share_links.insert().values(
@@ -80,7 +80,7 @@ async def create_link(
             from_us=spec.from_us,
             to_us=spec.to_us,
             count=spec.count,
-            created_at_us=now_us(),
+            created_at_us=now_us,
             expires_at_us=spec.expires_at_us,
         )
     )
@@ -107,7 +107,9 @@ async def list_links(
     return [ShareLinkRow(**r._asdict()) for r in await session.execute(stmt)]
 
 
-async def revoke_link(session: AsyncSession, project_id: str, link_id: str) -> ShareLinkRow | None:
+async def revoke_link(
+    session: AsyncSession, project_id: str, link_id: str, *, now_us: int
+) -> ShareLinkRow | None:
     """Revoke a link (again: no change); its row stays, to be listed."""
     await session.execute(
         update(share_links)
@@ -116,7 +118,7 @@ async def revoke_link(session: AsyncSession, project_id: str, link_id: str) -> S
             share_links.c.project_id == project_id,
             share_links.c.revoked_at_us.is_(None),
         )
-        .values(revoked_at_us=now_us())
+        .values(revoked_at_us=now_us)
     )
     return await get_link(session, project_id, link_id)
 
