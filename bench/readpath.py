@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 
 from bench.journeys import RANGE_US, STEPS, WINDOW_US, Journeys, bounds_columns, touch_previous
@@ -152,8 +153,10 @@ class BoundsLayout:
                 "channel": np.array(CHANNELS)[j.ev_channel],
             }
         )
+        self._entries, self._touches = entries, touches
         self._db = duckdb.connect()
         before = self.memory_bytes()
+        self.loaded_s = -time.perf_counter()
         names = ", ".join(f"'{c}'" for c in CHANNELS)
         self._db.execute(f"CREATE TYPE channel AS ENUM ({names})")
         self._db.register("entries_in", entries)
@@ -165,7 +168,32 @@ class BoundsLayout:
         )
         self._db.unregister("entries_in")
         self._db.unregister("touches_in")
+        self.loaded_s += time.perf_counter()
         self.table_bytes = self.memory_bytes() - before
+
+    def apply(self, persons: np.ndarray) -> None:
+        """Replace these persons' rows, in one transaction, as a replica applies the persons
+        a committed batch changed (here with the rows they already had)."""
+        entries = self._entries.filter(pa.compute.is_in(self._entries["person"], pa.array(persons)))
+        touches = self._touches.filter(pa.compute.is_in(self._touches["person"], pa.array(persons)))
+        db = self._db
+        db.register("entries_new", entries)
+        db.register("touches_new", touches)
+        db.execute("BEGIN")
+        changed = "SELECT unnest($persons)"
+        db.execute(f"DELETE FROM entries WHERE person IN ({changed})", {"persons": persons})
+        db.execute(f"DELETE FROM touches WHERE person IN ({changed})", {"persons": persons})
+        db.execute("INSERT INTO entries SELECT * FROM entries_new")
+        db.execute("INSERT INTO touches SELECT person, ts, prev, channel::channel FROM touches_new")
+        db.execute("COMMIT")
+        db.unregister("entries_new")
+        db.unregister("touches_new")
+
+    def applied_batches(self, persons: int, each: int, batches: int) -> list[float]:
+        """Latencies of applying ``batches`` commits of ``each`` random persons."""
+        rng = np.random.default_rng(11)
+        chosen = [rng.choice(persons, each, replace=False).astype(np.int32) for _ in range(batches)]
+        return timed(lambda: self.apply(chosen.pop()), batches)
 
     def memory_bytes(self) -> int:
         row = self._db.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()

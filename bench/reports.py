@@ -334,6 +334,8 @@ def main(quick: bool = False) -> None:
     layout = BoundsLayout(j)
     same_answers("DuckDB over the bounds layout", ours, layout.answer())
     duck_runs = timed(layout.answer, 20)
+    applied = layout.applied_batches(persons, 200, 50)
+    same_answers("DuckDB after applying batches", ours, layout.answer())
     per_million = 1_000_000 / persons
     record(
         f"report ({persons:,} persons, 90 days, breakdown by channel, PostgreSQL)",
@@ -354,6 +356,11 @@ def main(quick: bool = False) -> None:
             "DuckDB bounds layout p99, ms": percentile(duck_runs, 0.99) * 1000,
             "DuckDB tables, MB per million persons": layout.table_bytes / 1e6 * per_million,
             "bounds.entry_bounds for every person, s": layout.built_s,
+            "DuckDB tables loaded from Arrow, s": layout.loaded_s,
+            "DuckDB: a commit of 200 persons' rows applied, p50 ms": percentile(applied, 0.5)
+            * 1000,
+            "DuckDB: a commit of 200 persons' rows applied, p99 ms": percentile(applied, 0.99)
+            * 1000,
             "ours computed p50 / chdb p50": percentile(computed, 0.5) / percentile(chdb_runs, 0.5),
             "under a stream of batches, served p50, ms": percentile(streamed, 0.5) * 1000,
             "under a stream of batches, served p99, ms": percentile(streamed, 0.99) * 1000,
