@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
@@ -153,7 +154,7 @@ class BoundsLayout:
                 "channel": np.array(CHANNELS)[j.ev_channel],
             }
         )
-        self._entries, self._touches = entries, touches
+        self.entries, self.touches = entries, touches
         self._db = duckdb.connect()
         before = self.memory_bytes()
         self.loaded_s = -time.perf_counter()
@@ -174,8 +175,8 @@ class BoundsLayout:
     def apply(self, persons: np.ndarray) -> None:
         """Replace these persons' rows, in one transaction, as a replica applies the persons
         a committed batch changed (here with the rows they already had)."""
-        entries = self._entries.filter(pa.compute.is_in(self._entries["person"], pa.array(persons)))
-        touches = self._touches.filter(pa.compute.is_in(self._touches["person"], pa.array(persons)))
+        entries = self.entries.filter(pa.compute.is_in(self.entries["person"], pa.array(persons)))
+        touches = self.touches.filter(pa.compute.is_in(self.touches["person"], pa.array(persons)))
         db = self._db
         db.register("entries_new", entries)
         db.register("touches_new", touches)
@@ -215,6 +216,52 @@ class BoundsLayout:
         lo, hi = RANGE_US
         rows = self._db.execute(self.query(), {"lo": lo, "hi": hi}).fetchall()
         return {ALL if r[0] else r[1]: steps_answer(r[2:]) for r in rows}
+
+
+class ClickHouseBounds:
+    """chdb over the same bounds layout as ``BoundsLayout`` (the other columnar candidate)."""
+
+    def __init__(self, layout: BoundsLayout) -> None:
+        from chdb import session
+
+        folder = Path(tempfile.mkdtemp())
+        pq.write_table(layout.entries, folder / "entries.parquet")
+        pq.write_table(layout.touches, folder / "touches.parquet")
+        self._s = session.Session(str(folder / "ch"))
+        gaps = ", ".join(f"d{k} Nullable(Int64)" for k in range(1, len(STEPS)))
+        self._s.query(
+            f"CREATE TABLE entries (person Int32, t0 Int64, lft Int64, rgt Int64, reached UInt8, "
+            f"{gaps}) ENGINE = MergeTree ORDER BY t0"
+        )
+        self._s.query(
+            "CREATE TABLE touches (person Int32, ts Int64, prev Int64, "
+            "channel LowCardinality(String)) ENGINE = MergeTree ORDER BY ts"
+        )
+        for table in ("entries", "touches"):
+            self._s.query(f"INSERT INTO {table} SELECT * FROM file('{folder}/{table}.parquet')")
+
+    def query(self) -> str:
+        lo, hi = RANGE_US
+        n = len(STEPS)
+        counts = ", ".join(f"countIf(reached >= {k + 1})" for k in range(n))
+        medians = ", ".join(f"quantileExactInclusive(0.5)(d{k})" for k in range(1, n))
+        return f"""
+        SELECT grouping(channel) = 1, channel, {counts}, {medians}
+        FROM (SELECT person, reached, {", ".join(f"d{k}" for k in range(1, n))} FROM entries
+              WHERE t0 >= {lo} AND t0 < {hi} AND lft < {lo} AND rgt >= {hi}) c
+        LEFT JOIN (SELECT person, channel FROM touches
+                   WHERE ts >= {lo} AND ts < {hi} AND prev < {lo}) f USING (person)
+        GROUP BY GROUPING SETS ((), (channel))
+        SETTINGS join_use_nulls = 1"""
+
+    def answer(self) -> Answer:
+        found = self._s.query(self.query(), "JSONCompact").bytes()
+        rows = orjson.loads(found)["data"]
+        n = len(STEPS)
+        return {
+            ALL if r[0] else r[1]: steps_answer([int(x) for x in r[2 : 2 + n]] + r[2 + n :])
+            for r in rows
+        }
 
 
 def steps_answer(row: Sequence[Any]) -> tuple[tuple[int, float | None], ...]:

@@ -32,7 +32,16 @@ from bench.journeys import (
     person_slices,
     verify,
 )
-from bench.readpath import ALL, Answer, BoundsLayout, ClickHouse, same_answers, steps_answer, timed
+from bench.readpath import (
+    ALL,
+    Answer,
+    BoundsLayout,
+    ClickHouse,
+    ClickHouseBounds,
+    same_answers,
+    steps_answer,
+    timed,
+)
 from services.aggregator.processor import Processor
 from services.api.app import create_app
 from services.api.repository import funnels as api_funnels
@@ -334,6 +343,9 @@ def main(quick: bool = False) -> None:
     layout = BoundsLayout(j)
     same_answers("DuckDB over the bounds layout", ours, layout.answer())
     duck_runs = timed(layout.answer, 20)
+    clickhouse_bounds = ClickHouseBounds(layout)
+    same_answers("chdb over the bounds layout", ours, clickhouse_bounds.answer())
+    chdb_bounds_runs = timed(clickhouse_bounds.answer, 20)
     applied = layout.applied_batches(persons, 200, 50)
     same_answers("DuckDB after applying batches", ours, layout.answer())
     per_million = 1_000_000 / persons
@@ -354,6 +366,8 @@ def main(quick: bool = False) -> None:
             "chdb windowFunnel p99, ms": percentile(chdb_runs, 0.99) * 1000,
             "DuckDB bounds layout p50, ms": percentile(duck_runs, 0.5) * 1000,
             "DuckDB bounds layout p99, ms": percentile(duck_runs, 0.99) * 1000,
+            "chdb bounds layout p50, ms": percentile(chdb_bounds_runs, 0.5) * 1000,
+            "chdb bounds layout p99, ms": percentile(chdb_bounds_runs, 0.99) * 1000,
             "DuckDB tables, MB per million persons": layout.table_bytes / 1e6 * per_million,
             "bounds.entry_bounds for every person, s": layout.built_s,
             "DuckDB tables loaded from Arrow, s": layout.loaded_s,
