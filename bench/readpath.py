@@ -86,7 +86,7 @@ class ClickHouse:
 
         folder = Path(tempfile.mkdtemp())
         pq.write_table(raw_events_table(j), folder / "events.parquet")
-        self._s = session.Session(str(folder / "ch"))
+        self.session = self._s = session.Session(str(folder / "ch"))
         self._s.query(
             "CREATE TABLE ev (person_id String, name LowCardinality(String), ts UInt64, "
             "channel LowCardinality(String)) ENGINE = MergeTree ORDER BY (person_id, ts)"
@@ -221,13 +221,11 @@ class BoundsLayout:
 class ClickHouseBounds:
     """chdb over the same bounds layout as ``BoundsLayout`` (the other columnar candidate)."""
 
-    def __init__(self, layout: BoundsLayout) -> None:
-        from chdb import session
-
+    def __init__(self, clickhouse: ClickHouse, layout: BoundsLayout) -> None:
         folder = Path(tempfile.mkdtemp())
         pq.write_table(layout.entries, folder / "entries.parquet")
         pq.write_table(layout.touches, folder / "touches.parquet")
-        self._s = session.Session(str(folder / "ch"))
+        self._s = clickhouse.session  # chdb allows one session (one data path) per process
         gaps = ", ".join(f"d{k} Nullable(Int64)" for k in range(1, len(STEPS)))
         self._s.query(
             f"CREATE TABLE entries (person Int32, t0 Int64, lft Int64, rgt Int64, reached UInt8, "

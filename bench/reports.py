@@ -343,7 +343,7 @@ def main(quick: bool = False) -> None:
     layout = BoundsLayout(j)
     same_answers("DuckDB over the bounds layout", ours, layout.answer())
     duck_runs = timed(layout.answer, 20)
-    clickhouse_bounds = ClickHouseBounds(layout)
+    clickhouse_bounds = ClickHouseBounds(clickhouse, layout)
     same_answers("chdb over the bounds layout", ours, clickhouse_bounds.answer())
     chdb_bounds_runs = timed(clickhouse_bounds.answer, 20)
     applied = layout.applied_batches(persons, 200, 50)
