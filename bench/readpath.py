@@ -159,11 +159,11 @@ class BoundsLayout:
         before = self.memory_bytes()
         self.loaded_s = -time.perf_counter()
         names = ", ".join(f"'{c}'" for c in CHANNELS)
-        self._db.execute(f"CREATE TYPE channel AS ENUM ({names})")
+        self._run(f"CREATE TYPE channel AS ENUM ({names})")
         self._db.register("entries_in", entries)
         self._db.register("touches_in", touches)
-        self._db.execute("CREATE TABLE entries AS SELECT * FROM entries_in")
-        self._db.execute(
+        self._run("CREATE TABLE entries AS SELECT * FROM entries_in")
+        self._run(
             "CREATE TABLE touches AS SELECT person, ts, prev, channel::channel AS channel "
             "FROM touches_in"
         )
@@ -180,13 +180,13 @@ class BoundsLayout:
         db = self._db
         db.register("entries_new", entries)
         db.register("touches_new", touches)
-        db.execute("BEGIN")
+        self._run("BEGIN")
         changed = "SELECT unnest($persons)"
-        db.execute(f"DELETE FROM entries WHERE person IN ({changed})", {"persons": persons})
-        db.execute(f"DELETE FROM touches WHERE person IN ({changed})", {"persons": persons})
-        db.execute("INSERT INTO entries SELECT * FROM entries_new")
-        db.execute("INSERT INTO touches SELECT person, ts, prev, channel::channel FROM touches_new")
-        db.execute("COMMIT")
+        self._run(f"DELETE FROM entries WHERE person IN ({changed})", {"persons": persons})
+        self._run(f"DELETE FROM touches WHERE person IN ({changed})", {"persons": persons})
+        self._run("INSERT INTO entries SELECT * FROM entries_new")
+        self._run("INSERT INTO touches SELECT person, ts, prev, channel::channel FROM touches_new")
+        self._run("COMMIT")
         db.unregister("entries_new")
         db.unregister("touches_new")
 
@@ -196,9 +196,12 @@ class BoundsLayout:
         chosen = [rng.choice(persons, each, replace=False).astype(np.int32) for _ in range(batches)]
         return timed(lambda: self.apply(chosen.pop()), batches)
 
+    def _run(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run a statement to its end (a result left unread blocks the connection)."""
+        return self._db.execute(statement, params).fetchall()
+
     def memory_bytes(self) -> int:
-        row = self._db.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()
-        return int(row[0]) if row else 0
+        return int(self._run("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")[0][0])
 
     def query(self) -> str:
         n = len(STEPS)
@@ -214,7 +217,7 @@ class BoundsLayout:
 
     def answer(self) -> Answer:
         lo, hi = RANGE_US
-        rows = self._db.execute(self.query(), {"lo": lo, "hi": hi}).fetchall()
+        rows = self._run(self.query(), {"lo": lo, "hi": hi})
         return {ALL if r[0] else r[1]: steps_answer(r[2:]) for r in rows}
 
 
