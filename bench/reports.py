@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import numpy as np
 import orjson
 from sqlalchemy import text
 
@@ -203,6 +204,28 @@ async def raw_sql(url: str, runs: int) -> tuple[Answer, list[float]]:
     return {ALL if r[0] else r[1]: steps_answer(r[2:]) for r in rows}, found
 
 
+async def changed_rows_read(url: str, funnel_id: str, persons: int, runs: int) -> list[float]:
+    """Latencies of reading 200 random persons' entries and touches, what a replica reads
+    from the database after a commit that changed them."""
+    rng = np.random.default_rng(13)
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    found = []
+    try:
+        for _ in range(runs):
+            ids = [f"p{p:07d}" for p in rng.choice(persons, 200, replace=False)]
+            started = time.perf_counter()
+            for table in ("funnel_entries", "funnel_touches"):
+                await conn.fetch(
+                    f"SELECT * FROM {table} WHERE funnel_id = $1 AND person_id = ANY($2)",  # noqa: S608
+                    funnel_id,
+                    ids,
+                )
+            found.append(time.perf_counter() - started)
+    finally:
+        await conn.close()
+    return found
+
+
 def api_answer(doc: dict) -> Answer:
     """The answer in a report response: persons and median per step, whole and per group."""
 
@@ -334,6 +357,7 @@ def main(quick: bool = False) -> None:
         ours, computed, cached = asyncio.run(our_latencies(url, key, funnel_id, 5))
         raw, raw_runs = asyncio.run(raw_sql(url, 3))
         same_answers("raw-events SQL", ours, raw)
+        changed_read = asyncio.run(changed_rows_read(url, funnel_id, persons, 50))
         streamed, ages, batches = asyncio.run(
             streamed_latencies(url, key, funnel_id, 20 if quick else 60)
         )
@@ -374,6 +398,14 @@ def main(quick: bool = False) -> None:
             "DuckDB: a commit of 200 persons' rows applied, p50 ms": percentile(applied, 0.5)
             * 1000,
             "DuckDB: a commit of 200 persons' rows applied, p99 ms": percentile(applied, 0.99)
+            * 1000,
+            "PostgreSQL: 200 persons' entries and touches read, p50 ms": percentile(
+                changed_read, 0.5
+            )
+            * 1000,
+            "PostgreSQL: 200 persons' entries and touches read, p99 ms": percentile(
+                changed_read, 0.99
+            )
             * 1000,
             "ours computed p50 / chdb p50": percentile(computed, 0.5) / percentile(chdb_runs, 0.5),
             "under a stream of batches, served p50, ms": percentile(streamed, 0.5) * 1000,
