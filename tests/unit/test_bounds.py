@@ -9,8 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.aggregator.bounds import entry_bounds, touch_bounds
+from services.aggregator.engine import Evaluator
 from services.api.reports.python import Breakdown, Window, attribute
-from shared.funnel import Entry, Touch, counted_entry
+from shared.funnel import Entry, Touch, counted_entry, definition_from_doc
+from tests.unit.test_engine_properties import definitions, streams
 from tests.unit.test_purity import (
     FORBIDDEN,
     PURE,
@@ -103,3 +105,23 @@ def test_the_bounds_module_is_pure():
     pure = {m.removesuffix(".py").replace("/", ".") for m in PURE} | PURE_SHARED
     ours = {m for m in imported_modules(module) if m.split(".")[0] in ("services", "shared")}
     assert ours - pure == set()
+
+
+@given(definitions(optional=True), streams())
+def test_bounds_of_the_engines_progress_pick_what_the_report_rules_pick(doc, persons):
+    # Entries and touches as the engine derives them from shuffled, duplicated deliveries:
+    # every order, optional steps, exclusions (disqualified entries), same-instant events.
+    evaluate = Evaluator(definition_from_doc(doc))
+    for events in persons.values():
+        progress = evaluate(events)
+        entries, touches = list(progress.entries), list(progress.touches)
+        bounds = entry_bounds(entries)
+        neighbours = touch_bounds(touches, "ch")
+        instants = [e.t0 for e in entries] + [t.ts for t in touches] or [0]
+        for lo, hi in ranges(instants):
+            expected = counted_entry(e for e in entries if lo <= e.t0 < hi)
+            found = [e for e, b in zip(entries, bounds, strict=True) if b.counted_in(e.t0, lo, hi)]
+            assert found == ([] if expected is None else [expected]), (lo, hi)
+            first = attribute(Breakdown("ch"), Entry(0, (0,)), touches, Window(lo, hi, 0))
+            chosen = [b.touch.values["ch"] for b in neighbours if b.first_in(lo, hi)]
+            assert chosen == ([] if first is None else [first]), (lo, hi)
