@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.aggregator.engine import Evaluator, PersonEvent, evaluate, evaluate_by_value
-from services.api.reports.python import Breakdown, Window
-from services.api.reports.raw import needs_events, report_from_events
+from services.api.reports.histogram import histogram, samples_s
+from services.api.reports.python import Breakdown, Window, counted_entries
+from services.api.reports.raw import entries_from_events, needs_events, report_from_events
 from shared.funnel import (
     US,
     Condition,
@@ -23,7 +24,7 @@ from shared.funnel import (
     for_report,
     totals_entries,
 )
-from tests.oracle import counted, entries_of, oracle_report
+from tests.oracle import counted, entries_of, oracle_histogram, oracle_report
 from tests.oracle_paths import Path
 from tests.pipeline import production_report
 
@@ -253,3 +254,26 @@ def test_events_that_concern_no_rule_change_nothing(doc, events):
             e for e in person_events if evaluator.concerns(e.name, e.properties, e.context)
         ]
         assert evaluator(concerning) == evaluator(person_events)
+
+
+@examples(200)
+@given(
+    doc=definitions(optional=True),
+    events=streams(),
+    count=st.sampled_from(["uniques", "totals"]),
+    steps=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    bins=st.sampled_from([None, 1, 3, (0.0, 20.0, 50.0), (5.0, 7.5, 30.0, 100.0)]),
+    filtered=st.sampled_from([None, "s"]),
+)
+def test_time_to_convert_equals_the_oracles_histogram(doc, events, count, steps, bins, filtered):
+    f = definition_from_doc(doc)
+    a, b = min(steps), max(steps)
+    b = min(max(b, a + 1), len(f.steps))
+    a = min(a, b - 1)
+    filters = (Condition("ch", "eq", filtered),) if filtered else ()
+    window = Window(0, 10**12, 10**12)
+    entries, _ = entries_from_events(f, events, window, filters)
+    got = histogram(samples_s(counted_entries(f, entries, count), a, b), bins)
+    want, mean = oracle_histogram(f, events, 0, 10**12, a, b, bins, count, filters)
+    assert [(x.start_s, x.units) for x in got.bins] == [(float(s), n) for s, n in want]
+    assert got.mean_s == pytest.approx(mean)
