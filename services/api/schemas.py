@@ -3,6 +3,7 @@ what routes answer is in :mod:`services.api.responses`."""
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
@@ -340,4 +341,8 @@ def parse_filters(text: str | None) -> tuple[Condition, ...]:
             problem(".".join(["filters", *map(str, e["loc"])]), e["msg"]) for e in exc.errors()
         ]
         raise HTTPException(400, problems) from exc
+    for i, c in enumerate(found):
+        values = c.value if isinstance(c.value, list) else [c.value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise HTTPException(400, [problem(f"filters.{i}.value", "must be a finite number")])
     return tuple(Condition(c.property, c.op, c.value) for c in found)

@@ -221,6 +221,16 @@ async def test_unparsable_webhook_urls_are_422_naming_url(api, url, reason):  # 
         ("report", {"filters": '[{"property": "c", "op": "like", "value": 1}]'}, "filters.0.op"),
         ("report", {"filters": r'[{"property": "c\u0000", "value": 1}]'}, "filters.0.property"),
         ("report", {"breakdown": " "}, "breakdown"),
+        (
+            "report",
+            {"filters": '[{"property": "c", "op": "gt", "value": 1e999}]'},
+            "filters.0.value",
+        ),
+        (
+            "report",
+            {"filters": '[{"property": "c", "op": "in", "value": [NaN]}]'},
+            "filters.0.value",
+        ),
         ("time-to-convert", {"bins": "0"}, "bins"),
         ("time-to-convert", {"bins": "2.5"}, "bins"),
         ("time-to-convert", {"bins": "10,5"}, "bins"),
