@@ -131,7 +131,7 @@ async def _resolve(
     mine = [i for i in ids if owner.local((project, i))]
     refused = await identities.stored_refusals(session, project, mine)
     await identities.save_links(
-        session, project, mine, resolution.links, resolution.refusals, before
+        session, project, mine, resolution.links, resolution.refusals, before, refused
     )
     after = {i: link for i, link in before.items() if i not in mine}
     after.update((i, link) for i, link in resolution.links.items() if i in mine)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from services.aggregator.processor import Processor
@@ -166,12 +167,21 @@ async def test_two_users_with_links_of_their_own_stay_two_persons(sessions):
     await same_in_every_order(sessions, stream, ("a", "b"), {"U1": [2], "U2": [1]})
 
 
-async def test_links_and_refusals_are_stored(sessions):
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_links_and_refusals_are_stored_and_counted(sessions):
     await new_funnel(sessions, "proj", "a", "b")
     feed = Feed(sessions)
     await feed.finish_backfill()
+    links = _metric("funnel_identity_links_total")
+    refused = _metric("funnel_identity_links_refused_total", reason="already_linked")
     await feed.send([event("b", 3, user="W", anon="X"), event("b", 2, user="U", anon="X")])
     await feed.send([event("b", 9, user="U", anon="X")])  # repeats the link: nothing new
+    await feed.send([event("b", 10, user="W", anon="X")])  # a refused pair: refused once
+    assert _metric("funnel_identity_links_total") - links == 1
+    assert _metric("funnel_identity_links_refused_total", reason="already_linked") - refused == 1
     async with sessions() as session:
         links = (await session.execute(select(identity_links))).all()
         refusals = (await session.execute(select(identity_refusals))).all()
@@ -181,6 +191,21 @@ async def test_links_and_refusals_are_stored(sessions):
     assert [(r.anon_id, r.user_id, r.reason) for r in refusals] == [
         ("X", "W", "already linked to U")
     ]
+
+
+async def test_an_anonymous_id_claimed_by_many_users_stays_cheap(sessions):
+    funnel_id = await new_funnel(sessions, "proj", "a", "b")
+    feed = Feed(sessions)
+    await feed.finish_backfill()
+    await feed.send([event("a", 0, anon="X")])
+    for batch in range(6):
+        await feed.send(
+            [event("b", 1 + batch * 50 + i, user=f"U{batch}-{i}", anon="X") for i in range(50)]
+        )
+    async with sessions() as session:
+        refusals = await session.scalar(select(func.count()).select_from(identity_refusals))
+    assert refusals == 299
+    assert (await reached(sessions, funnel_id))["U0-0"] == [2]
 
 
 async def test_a_funnel_defined_later_sees_the_links(sessions):

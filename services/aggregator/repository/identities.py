@@ -89,15 +89,16 @@ async def stored_links(
 
 async def stored_refusals(
     session: AsyncSession, project_id: str, anons: Iterable[str]
-) -> set[tuple[str, str]]:
-    """(event id, anonymous id) of the stored refusals of claims of these anonymous ids."""
+) -> dict[tuple[str, str], Refusal]:
+    """The stored refusals of claims of these anonymous ids, by (event id, anonymous id)."""
     c = identity_refusals.c
-    found: set[tuple[str, str]] = set()
+    found: dict[tuple[str, str], Refusal] = {}
     for chunk in _chunks(anons):
-        stmt = select(c.event_id, c.anon_id).where(
+        stmt = select(c.event_id, c.anon_id, c.user_id, c.ts_us, c.reason).where(
             c.project_id == project_id, _among(session, c.anon_id, chunk, "ids")
         )
-        found.update((e, a) for e, a in await session.execute(stmt))
+        for event_id, anon, user, ts, reason in await session.execute(stmt):
+            found[(event_id, anon)] = Refusal(Claim(ts, event_id, anon, user), reason)
     return found
 
 
@@ -108,9 +109,11 @@ async def save_links(
     links: dict[str, Link],
     refusals: Sequence[Refusal],
     stored: dict[str, Link],
+    refused: dict[tuple[str, str], Refusal],
 ) -> None:
     """Make the stored links and refusals of ``ids`` (as anonymous ids) equal ``links``
-    and ``refusals`` (``stored``: their links as stored now)."""
+    and ``refusals`` (``stored`` and ``refused``: as stored now). Only rows that differ
+    are written: an id claimed by thousands keeps its thousands of refusals as they are."""
     mine = set(ids)
     gone = [i for i in mine if i in stored and links.get(i) != stored[i]]
     li, re_ = identity_links.c, identity_refusals.c
@@ -128,15 +131,17 @@ async def save_links(
     ]  # fmt: skip
     if rows:
         await session.execute(identity_links.insert(), rows)
-    for chunk in _chunks(mine):
+    wanted = {(r.claim.event_id, r.claim.anon): r for r in refusals if r.claim.anon in mine}
+    stale = [key for key, r in refused.items() if wanted.get(key) != r]
+    for event_id, anon in stale:
         await session.execute(
             delete(identity_refusals).where(
-                re_.project_id == project_id, _among(session, re_.anon_id, chunk, "ids")
+                re_.project_id == project_id, re_.event_id == event_id, re_.anon_id == anon
             )
         )
-    kept = [_refusal(project_id, r) for r in refusals if r.claim.anon in mine]
-    if kept:
-        await session.execute(identity_refusals.insert(), kept)
+    new = [_refusal(project_id, r) for key, r in wanted.items() if refused.get(key) != r]
+    if new:
+        await session.execute(identity_refusals.insert(), new)
 
 
 def _refusal(project_id: str, r: Refusal) -> dict[str, Any]:
