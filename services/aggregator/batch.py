@@ -12,20 +12,22 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from services.aggregator import changes, messages, reevaluate
+from services.aggregator import changes, linking, messages, reevaluate
 from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress
-from services.aggregator.model import ActiveFunnel, Partition
+from services.aggregator.model import ActiveFunnel, Partition, Signal
 from services.aggregator.person_cache import FunnelKey, PersonCache, PersonKey
 from services.aggregator.reevaluate import Group, Histories
 from services.aggregator.repository import (
     Session,
     events,
     funnels,
+    identities,
     offsets,
     outbox,
     progress,
+    signals,
     timers,
 )
 from services.aggregator.repository.dead_letters import DeadLetter, add_dead_letters
@@ -92,7 +94,9 @@ def _expired(horizon_us: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """A committed batch: what it read, stored and evaluated; its offsets and outcomes."""
+    """A committed batch: what it read, stored and evaluated of persons of one id whom the
+    person cache may hold; its offsets and outcomes; the persons and ids the cache must
+    forget (of several ids, or whose ids changed); what its claims linked and refused."""
 
     fresh: list[CanonicalEvent]
     before: Histories
@@ -100,6 +104,8 @@ class Applied:
     evaluated: Evaluated
     moves: dict[Partition, tuple[int | None, int]]
     outcomes: dict[str, int]
+    forget: set[PersonKey] = field(default_factory=set)
+    relinked: linking.Relinked = field(default_factory=linking.Relinked)
 
     @property
     def committed(self) -> dict[Partition, int]:
@@ -115,28 +121,131 @@ async def apply_batch(
     horizon_us: int,
     cache: PersonCache,
     now_us: int,
+    topic_partitions: Sequence[int] = (),
 ) -> Applied:
     """Apply the records in the session's transaction, the partitions' offsets moved from
-    ``expected`` (``StaleOffsets`` if another consumer moved them)."""
+    ``expected`` (``StaleOffsets`` if another consumer moved them), and the signals of the
+    partitions held (``expected``'s and the records'). ``topic_partitions``: the events
+    topic's partitions, which decide who owns an id (empty: this process owns every id)."""
     batch = sort_records(records, expected, horizon_us)
+    held = {p for _, p in {*expected, *batch.moves}}
+    owner = linking.Owner(tuple(topic_partitions), frozenset(held))
+    await offsets.hold_offsets(session, group_id, expected)
+    taken = await signals.take(session, owner.topic, sorted(held))
     await add_dead_letters(session, batch.letters, now_us)
-    projects = {project for project, _ in batch.partitions}
+    projects = {project for project, _ in batch.partitions} | {s.project_id for s in taken}
     active = await funnels.active_funnels(session, projects) if projects else []
     evaluators = {f.id: Evaluator(f.definition) for f in active}
     # Read before writing: what the batch adds is in hand already, and a person seen for the
     # first time costs one empty index probe instead of reading rows back. Only as far back
     # as the batch's events can change anything, and only for persons with an event that
-    # concerns some funnel; persons the cache holds are not read at all.
+    # concerns some funnel; persons the cache holds are not read at all. Persons of several
+    # ids are read after writing, all their ids' events at once (``linking``).
     since, concerned = reevaluate.read_since(batch.fresh, active, evaluators, horizon_us)
-    before = await load_histories(session, since, cache)
+    claims = linking.batch_claims(batch.fresh)
+    known = (
+        await identities.known(session, batch.partitions, linking.claim_anons(claims))
+        if batch.fresh
+        else identities.Known()
+    )
+    before = await load_histories(
+        session, {k: s for k, s in since.items() if not known.tangled(k)}, cache
+    )
     added = await events.store_events(session, batch.fresh)
-    groups = reevaluate.groups(active, evaluators, before, added, concerned)
-    changed, evaluated = await _save_groups(session, groups, now_us)
-    await progress.count_changes(session, changes.counted(changed, batch.partitions))
+    resolve_ids = {(s.project_id, s.person_id) for s in taken if s.reason == linking.RESOLVE}
+    relinked = await linking.relink(session, owner, claims, added, known, resolve_ids)
+    wanted = _wanted(since, concerned, batch.partitions, known, relinked, taken, horizon_us)
+    everywhere = set(batch.moves) or {(owner.topic, p) for p in held}
+    merged = await linking.merged_persons(session, owner, wanted, active, everywhere, cache, added)
+    await linking.demote(session, relinked.demoted(), active)
+    plain = _plain(before, added, known, relinked, merged)
+    groups = reevaluate.groups(
+        active,
+        evaluators,
+        Histories(
+            {**plain.before.events, **merged.events},
+            {**plain.before.since, **merged.since},
+            {**plain.before.cached, **merged.cached},
+        ),
+        {**plain.added, **merged.added},
+        {**concerned, **merged.concerned},
+        merged.events.keys(),
+    )
+    changed, evaluated = await _save_groups(session, groups, now_us, merged.ids)
+    partitions = {**batch.partitions, **merged.partitions}
+    for project, id_ in relinked.demoted():
+        changed |= {(f.id, project, id_) for f in active if f.project_id == project}
+        partitions.setdefault((project, id_), everywhere)
+    await signals.send(session, [*relinked.signals, *merged.signals])
+    await progress.count_changes(session, changes.counted(changed, partitions))
     await offsets.advance_offsets(session, group_id, batch.moves, now_us)
     stored = sum(len(new) for new in added.values())
     outcomes = {**batch.outcomes, "stored": stored, "duplicate": len(batch.fresh) - stored}
-    return Applied(batch.fresh, before, added, evaluated, batch.moves, outcomes)
+    read = Histories(
+        {**plain.before.events, **merged.events},
+        {**plain.before.since, **merged.since},
+        {**plain.before.cached, **merged.cached},
+    )
+    return Applied(
+        batch.fresh, read, {**plain.added, **merged.added}, dict(evaluated), batch.moves,
+        outcomes, plain.forget, relinked,
+    )  # fmt: skip
+
+
+def _wanted(
+    since: Mapping[PersonKey, int],
+    concerned: Mapping[PersonKey, set[str]],
+    partitions: Mapping[PersonKey, set[Partition]],
+    known: identities.Known,
+    relinked: linking.Relinked,
+    taken: Sequence[Signal],
+    horizon_us: int,
+) -> linking.Wanted:
+    """Persons to evaluate as persons of several ids: those of the batch's ids that are
+    linked or have links, those signalled, and those that gained or lost ids (from the
+    horizon on: links are retroactive)."""
+    wanted = linking.Wanted()
+    for key, bound in since.items():
+        if known.tangled(key) or key in relinked.ids:
+            wanted.add(key, bound, concerned.get(key, ()), partitions.get(key, ()))
+    for s in taken:
+        if s.reason == linking.EVALUATE:
+            bound = max(s.since_us, horizon_us)
+            wanted.add((s.project_id, s.person_id), bound, (), (), fresh=True)
+    for key in relinked.affected():
+        wanted.add(key, horizon_us, (), (), fresh=True)
+    return wanted
+
+
+@dataclass(frozen=True, slots=True)
+class _Plain:
+    """What the batch read and stored of persons of one id, untouched by its claims."""
+
+    before: Histories
+    added: dict[PersonKey, list[PersonEvent]]
+    forget: set[PersonKey]
+
+
+def _plain(
+    before: Histories,
+    added: dict[PersonKey, list[PersonEvent]],
+    known: identities.Known,
+    relinked: linking.Relinked,
+    merged: linking.Merged,
+) -> _Plain:
+    if not known.links and not known.members and not relinked.ids and not merged.events:
+        return _Plain(before, added, set())
+    drop = {k for k in added if known.tangled(k) or k in relinked.ids or k in merged.events}
+    drop |= relinked.ids
+    return _Plain(
+        Histories(
+            {k: v for k, v in before.events.items() if k not in drop},
+            {k: v for k, v in before.since.items() if k not in drop},
+            {k: v for k, v in before.cached.items() if k not in drop},
+        ),
+        {k: v for k, v in added.items() if k not in drop},
+        drop,
+    )
 
 
 async def load_histories(
@@ -152,7 +261,10 @@ async def load_histories(
 
 
 async def _save_groups(
-    session: Session, groups: Iterable[Group], now_us: int
+    session: Session,
+    groups: Iterable[Group],
+    now_us: int,
+    ids: Mapping[PersonKey, list[str]],
 ) -> tuple[set[tuple[str, str, str]], Evaluated]:
     """Save each group's progress and announce its advances; return the (funnel, project,
     person) whose stored entries or touches changed, and what is now stored per person."""
@@ -161,16 +273,21 @@ async def _save_groups(
     listening: dict[str, set[str]] = {}
     for group in groups:
         funnel, project = group.funnel, group.funnel.project_id
+        named = {p: ids[(project, p)] for p in group.progress if (project, p) in ids}
         diff = await replace_progress(
-            session, funnel, group.progress, group.since, now_us, group.first_seen, group.held
-        )
+            session, funnel, group.progress, group.since, now_us, group.first_seen, group.held,
+            named,
+        )  # fmt: skip
         changed.update((funnel.id, project, person) for person in diff.changed)
         for person, stored in group.stored().items():
             evaluated[(project, person)][funnel.key] = stored
         if diff.advances and project not in listening:
             listening[project] = await outbox.subscribed_types(session, project)
-        for message in messages.step_messages(funnel, diff.advances, listening.get(project, ())):
-            await outbox.enqueue(session, message, now_us)
+        found = messages.step_messages(funnel, diff.advances, listening.get(project, ()), named)
+        announced = await outbox.existing(session, [t for m in found for t in m.twins])
+        for message in found:
+            if not announced.intersection(message.twins):
+                await outbox.enqueue(session, message, now_us)
     return changed, evaluated
 
 
@@ -182,9 +299,12 @@ async def replace_progress(
     now_us: int,
     first_seen: AbstractSet[str] = frozenset(),
     held: Mapping[str, PersonProgress] | None = None,
+    ids: Mapping[str, Sequence[str]] | None = None,
 ) -> changes.ProgressChanges:
     """Make these persons' stored entries (t0 >= since), touches and pending re-marketing
-    timers equal to what was ``evaluated``; return what changed (see ``changes.diff``)."""
+    timers equal to what was ``evaluated``; return what changed (see ``changes.diff``).
+    ``ids``: the ids of persons of several; a timer fired under any of them is not
+    pending again."""
     people = changes.persons_to_read(evaluated, first_seen, held)
     stored = await progress.stored_progress(session, funnel.id, people, since_us)
     diff = changes.diff(evaluated, stored, first_seen, held)
@@ -192,6 +312,13 @@ async def replace_progress(
     grace_s = funnel.graces()
     if grace_s:
         pending = changes.pending_timers(evaluated, since_us, grace_s)
+        others = {i: p for p, found in (ids or {}).items() for i in found if i != p}
+        if others:
+            fired = await timers.fired_keys(session, funnel.id, sorted(others))
+            done = {(others[i], *key) for i, key in fired}
+            pending = [
+                t for t in pending if (t.person_id, t.rule, t.entry_t0, t.occurrence) not in done
+            ]
         may_have = sorted(p for p in evaluated if p not in first_seen)
         await timers.replace_pending(session, funnel.id, may_have, since_us, pending, now_us)
     return diff

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.aggregator.changes import ProgressChanges, Stored
 from services.aggregator.repository.scan import CHUNK, delete_ids, per_person
 from shared.db import bulk_insert, insert_ignoring
-from shared.tables import funnel_changes, funnel_entries, funnel_touches
+from shared.tables import funnel_changes, funnel_entries, funnel_touches, remarketing_timers
 
 # Tuples and dicts of tuples are written as JSON arrays and objects.
 ENTRY_COLUMNS = (
@@ -90,3 +90,25 @@ async def count_changes(session: AsyncSession, changed: Iterable[tuple[str, str,
         set_={"changes": funnel_changes.c.changes + 1},
     )
     await session.execute(stmt, rows)
+
+
+async def remove_persons(
+    session: AsyncSession, funnel_ids: Sequence[str], person_ids: Sequence[str]
+) -> None:
+    """Delete these ids' entries, touches and pending timers in these funnels: they are
+    part of other persons now (their fired timers stay, standing for the persons')."""
+    if not funnel_ids or not person_ids:
+        return
+    t = remarketing_timers.c
+    for i in range(0, len(person_ids), CHUNK):
+        people = list(person_ids[i : i + CHUNK])
+        for table in (funnel_entries, funnel_touches):
+            c = table.c
+            await session.execute(
+                delete(table).where(c.funnel_id.in_(funnel_ids), c.person_id.in_(people))
+            )
+        await session.execute(
+            delete(remarketing_timers).where(
+                t.funnel_id.in_(funnel_ids), t.person_id.in_(people), t.status == "pending"
+            )
+        )
