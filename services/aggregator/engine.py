@@ -157,7 +157,7 @@ class Evaluator:
         ]
         timers = _timers(definition, o, entries) if definition.remarketing else ()
         touches = _touches(definition, o)
-        if since is not None:
+        if since is not None and o.stream.ts and o.stream.ts[0] < since:  # events before it
             entries = [e for e in entries if e.t0 >= since]
             touches = tuple([t for t in touches if t.ts >= since])
             timers = tuple([t for t in timers if t.entry_t0 >= since])
