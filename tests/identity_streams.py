@@ -10,10 +10,13 @@ A delivery is the stream shuffled with some events sent again (same event id, sa
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import strategies as st
 
+from shared.events import CanonicalEvent
 from shared.funnel import US
 from tests.oracle_identity import ALIAS, Sent
 
@@ -72,3 +75,24 @@ def identity_streams(draw: Any, grid: int = 20, most: int = 16) -> tuple[list[Se
     """(events, one delivery of them)."""
     events = draw(identified_events(grid, most))
     return events, draw(deliveries(events))
+
+
+def to_canonical(project: str, e: Sent) -> CanonicalEvent:
+    """The event as ingest publishes it."""
+    ts = datetime.fromtimestamp(e.ts / US, UTC)
+    return CanonicalEvent(
+        project_id=project,
+        event_id=e.event_id,
+        person_id=e.person_id,
+        user_id=e.user_id,
+        anonymous_id=e.anonymous_id,
+        event=e.name,
+        timestamp=ts,
+        received_at=ts,
+        properties=dict(e.properties),
+    )
+
+
+def shifted(events: list[Sent], shift_us: int) -> list[Sent]:
+    """The events ``shift_us`` later."""
+    return [replace(e, ts=e.ts + shift_us) for e in events]

@@ -1,0 +1,160 @@
+"""Property-based, on real databases: linked ids through the aggregator equal the oracle.
+
+Each example is a project of persons under several ids (tests/identity_streams.py) whose
+events arrive in random batches, shuffled and partly redelivered, the funnel defined
+part-way through and backfilled. The reports (persons per step, the persons named), the
+pending re-marketing occurrences and, once they are fired, the ``remarketing.due`` messages
+(person and ids) must be those of the oracle evaluating each root with all its ids' events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from services.aggregator.processor import Processor
+from services.aggregator.timers import TimerFirer
+from services.api.reports.python import Window, funnel_report
+from services.api.repository import funnels as api_funnels
+from services.api.repository import progress as api_progress
+from shared.clock import now_us
+from shared.db import create_engine, sessionmaker
+from shared.events import format_time, from_micros
+from shared.funnel import US, definition_from_doc
+from shared.tables import remarketing_timers as timers_table
+from shared.tables import webhook_messages
+from tests.helpers import create_key, records
+from tests.identity_streams import identity_streams, shifted, to_canonical
+from tests.oracle import entries_of, oracle_report
+from tests.oracle_identity import Sent, identities, persons
+from tests.oracle_timers import Due, oracle_timers
+from tests.unit.test_engine_properties import definitions
+
+BASE_US = 1_767_225_600 * US  # 2026-01-01
+FAR_US = BASE_US + 10**9 * US
+_projects = itertools.count()
+_partitions = itertools.count(10_000)
+
+RULES = [
+    {"name": "late", "from_step": 1, "after_seconds": 50, "grace_seconds": 0},
+    {
+        "name": "again",
+        "from_step": 1,
+        "after_seconds": 30,
+        "repeat_every_seconds": 40,
+        "until_seconds": 150,
+        "grace_seconds": 0,
+    },
+]
+
+
+class FarClock:
+    def now_us(self) -> int:
+        return FAR_US + 10**6 * US
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    doc=definitions(),
+    rule=st.sampled_from(RULES),
+    stream=identity_streams(),
+    cut=st.integers(0, 100),
+    chunk=st.sampled_from([1, 4]),
+    seed=st.randoms(),
+)
+def test_linked_ids_through_the_database_equal_the_oracle(
+    database_url, doc, rule, stream, cut, chunk, seed
+):
+    doc = {**doc, "remarketing": [{**rule, "goal_step": len(doc["steps"])}]}
+    asyncio.run(_check(database_url, doc, shifted(stream[1], BASE_US), cut, chunk, seed))
+
+
+async def _check(database_url, doc, delivered: list[Sent], cut, chunk, seed) -> None:
+    engine = create_engine(database_url)
+    try:
+        await _compare(sessionmaker(engine), doc, delivered, cut, chunk, seed)
+    finally:
+        await engine.dispose()
+
+
+async def _compare(sessions, doc, delivered: list[Sent], cut, chunk, seed) -> None:
+    project = f"ident{next(_projects)}"
+    flat = [to_canonical(project, e) for e in delivered]
+    seed.shuffle(flat)
+    split = len(flat) * cut // 100
+    processor = Processor(sessions, f"group-{project}", horizon_us=lambda: 0)
+
+    async def deliver(batch) -> None:
+        for i in range(0, len(batch), chunk):
+            part = next(_partitions)
+            await processor.apply(records(batch[i : i + chunk], partition=part), {})
+
+    await deliver(flat[:split])
+    async with sessions.begin() as session:
+        await create_key(session, project, "admin")
+        funnel_id = await api_funnels.create_funnel(
+            session, project, {"name": "p", **doc}, now_us=now_us()
+        )
+    await processor.backfill_step(1)
+    await deliver(flat[split:] + flat[: split // 2])
+    while await processor.backfill_step(2):
+        pass
+    f = definition_from_doc(doc)
+    merged = persons(delivered)
+    window = Window(BASE_US, FAR_US, FAR_US)
+    async with sessions() as session:
+        entries = await api_progress.entries_in_range(session, funnel_id, window.start, window.end)
+    got = funnel_report(f, entries, window, "uniques")
+    expected = oracle_report(f, merged, window.start, window.end, window.now)
+    assert [s.persons for s in got.steps] == expected.persons
+    assert {p for p, es in entries.items() if es} == {
+        p for p, es in merged.items() if entries_of(f, es)
+    }
+    assert await _pending(sessions, funnel_id) == oracle_timers(f, merged)
+    firer = TimerFirer(sessions, FarClock(), fire_backfilled=True)
+    while await firer.fire_due():
+        pass
+    found = identities(delivered)
+    assert await _messages(sessions, project) == Counter(
+        (person, rule, format_time(from_micros(t0)), n, tuple(found.ids(person)))
+        for person, rule, t0, n, _ in oracle_timers(f, merged)
+    )
+
+
+async def _pending(sessions, funnel_id: str) -> set[Due]:
+    t = timers_table.c
+    async with sessions() as session:
+        rows = await session.execute(
+            select(t.person_id, t.rule, t.entry_t0_us, t.occurrence, t.due_us).where(
+                t.funnel_id == funnel_id, t.status == "pending"
+            )
+        )
+        return {tuple(r) for r in rows}  # type: ignore[misc]
+
+
+async def _messages(sessions, project: str) -> Counter[tuple[object, ...]]:
+    m = webhook_messages.c
+    async with sessions() as session:
+        rows = await session.execute(
+            select(m.payload).where(m.project_id == project, m.type == "remarketing.due")
+        )
+        payloads = [r[0] for r in rows]
+    return Counter(
+        (
+            p["person_id"],
+            p["rule"]["name"],
+            p["entry_time"],
+            p["rule"]["occurrence"],
+            tuple(p.get("ids", ())),
+        )
+        for p in payloads
+    )
