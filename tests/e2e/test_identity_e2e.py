@@ -99,7 +99,7 @@ def _unmerged(stream: list[CanonicalEvent]) -> list[int]:
     return oracle_report(definition_from_doc(FUNNEL), by_id, 0, far, far).persons
 
 
-DAY_S = 1  # a day, scaled down so that the real clock runs the scenario in seconds
+DAY_S = 2  # a day, scaled down so that the real clock runs the scenario in seconds
 RULE = {"name": "7-day", "after_seconds": 7 * DAY_S, "grace_seconds": 0}
 
 
