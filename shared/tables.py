@@ -299,3 +299,43 @@ webhook_attempts = Table(
     Column("error", Text),
     Index(None, "delivery_id"),
 )
+
+# Identity merge (migration 0011). A claim: an event said that anon_id is user_id's. Claims
+# are insert-only; what they resolve to (services/aggregator/identity.py) is kept in
+# identity_links (one row per linked id: the id it is linked to, its root, and the claim
+# that linked it) and identity_refusals (one row per refused claim, with the reason).
+identity_claims = Table(
+    "identity_claims",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("event_id", String(128), primary_key=True),
+    Column("anon_id", String(256), primary_key=True),
+    Column("user_id", String(256), nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Index(None, "project_id", "anon_id"),
+    Index(None, "project_id", "user_id"),
+)
+
+identity_links = Table(
+    "identity_links",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("id", String(256), primary_key=True),
+    Column("target", String(256), nullable=False),
+    Column("root", String(256), nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Index(None, "project_id", "root"),
+)
+
+identity_refusals = Table(
+    "identity_refusals",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("event_id", String(128), primary_key=True),
+    Column("anon_id", String(256), primary_key=True),
+    Column("user_id", String(256), nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index(None, "project_id", "user_id"),
+)

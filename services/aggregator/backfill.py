@@ -3,14 +3,15 @@
 A funnel's backfill walks its project's persons in order; the batches keep a person's
 progress live only once the backfill has passed them (``ActiveFunnel.covers``). A backfill
 replays history silently: no webhooks, and no change counters (reports key on the
-backfill's progress instead).
+backfill's progress instead). Ids linked to another id are no persons of their own: a
+person is evaluated, at its root's place in the walk, from the events of all its ids.
 """
 
 from __future__ import annotations
 
 from services.aggregator.batch import replace_progress
 from services.aggregator.engine import Evaluator
-from services.aggregator.repository import Session, events, funnels
+from services.aggregator.repository import Session, events, funnels, identities
 
 
 async def backfill_step(session: Session, limit: int, horizon_us: int, now_us: int) -> int | None:
@@ -20,9 +21,15 @@ async def backfill_step(session: Session, limit: int, horizon_us: int, now_us: i
     if funnel is None:
         return None
     persons = await events.backfill_persons(session, funnel, limit)
-    history = await events.person_events(session, funnel.project_id, persons, horizon_us)
+    project = funnel.project_id
+    known = await identities.known(session, [(project, p) for p in persons])
+    roots = [p for p in persons if (project, p) not in known.links]
+    ids = {p: [p, *sorted(known.members.get((project, p), ()))] for p in roots}
+    history = await events.person_events(
+        session, project, [i for found in ids.values() for i in found], horizon_us
+    )
     evaluator = Evaluator(funnel.definition)
-    progress = {p: evaluator(history.get(p, ())) for p in persons}
+    progress = {p: evaluator([e for i in ids[p] for e in history.get(i, ())]) for p in roots}
     await replace_progress(session, funnel, progress, horizon_us, now_us)
     cursor = persons[-1] if persons else funnel.backfill_cursor
     await funnels.advance_backfill(

@@ -12,9 +12,9 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from services.aggregator import changes, messages, reevaluate
+from services.aggregator import changes, linking, messages, reevaluate
 from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress
 from services.aggregator.model import ActiveFunnel, Partition
 from services.aggregator.person_cache import FunnelKey, PersonCache, PersonKey
@@ -23,6 +23,7 @@ from services.aggregator.repository import (
     Session,
     events,
     funnels,
+    identities,
     offsets,
     outbox,
     progress,
@@ -92,7 +93,9 @@ def _expired(horizon_us: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """A committed batch: what it read, stored and evaluated; its offsets and outcomes."""
+    """A committed batch: what it read, stored and evaluated of persons of one id whom the
+    person cache may hold; its offsets and outcomes; the persons and ids the cache must
+    forget (of several ids, or whose ids changed); what its claims linked and refused."""
 
     fresh: list[CanonicalEvent]
     before: Histories
@@ -100,6 +103,8 @@ class Applied:
     evaluated: Evaluated
     moves: dict[Partition, tuple[int | None, int]]
     outcomes: dict[str, int]
+    forget: set[PersonKey] = field(default_factory=set)
+    relinked: linking.Relinked = field(default_factory=linking.Relinked)
 
     @property
     def committed(self) -> dict[Partition, int]:
@@ -126,17 +131,85 @@ async def apply_batch(
     # Read before writing: what the batch adds is in hand already, and a person seen for the
     # first time costs one empty index probe instead of reading rows back. Only as far back
     # as the batch's events can change anything, and only for persons with an event that
-    # concerns some funnel; persons the cache holds are not read at all.
+    # concerns some funnel; persons the cache holds are not read at all. Persons of several
+    # ids are read after writing, all their ids' events at once (``linking``).
     since, concerned = reevaluate.read_since(batch.fresh, active, evaluators, horizon_us)
-    before = await load_histories(session, since, cache)
+    claims = linking.batch_claims(batch.fresh)
+    known = (
+        await identities.known(session, batch.partitions, linking.claim_anons(claims))
+        if batch.fresh
+        else identities.Known()
+    )
+    before = await load_histories(
+        session, {k: s for k, s in since.items() if not known.tangled(k)}, cache
+    )
     added = await events.store_events(session, batch.fresh)
-    groups = reevaluate.groups(active, evaluators, before, added, concerned)
-    changed, evaluated = await _save_groups(session, groups, now_us)
-    await progress.count_changes(session, changes.counted(changed, batch.partitions))
+    relinked = await linking.relink(session, claims, added, known)
+    merged = await linking.merged_persons(
+        session, since, concerned, batch.partitions, known, relinked, active, horizon_us
+    )
+    announced = await linking.demote(session, relinked.demoted(), active)
+    plain = _plain(before, added, known, relinked, merged)
+    groups = reevaluate.groups(
+        active,
+        evaluators,
+        Histories(
+            {**plain.before.events, **merged.events},
+            {**plain.before.since, **merged.since},
+            plain.before.cached,
+        ),
+        {**plain.added, **{key: [] for key in merged.events}},
+        {**concerned, **merged.concerned},
+        merged.events.keys(),
+    )
+    changed, evaluated = await _save_groups(session, groups, now_us, announced, merged.ids)
+    changed |= {
+        (f.id, project, root)
+        for (project, _), root in relinked.demoted().items()
+        for f in active
+        if f.project_id == project
+    }
+    partitions = {**batch.partitions, **merged.partitions}
+    await progress.count_changes(session, changes.counted(changed, partitions))
     await offsets.advance_offsets(session, group_id, batch.moves, now_us)
     stored = sum(len(new) for new in added.values())
     outcomes = {**batch.outcomes, "stored": stored, "duplicate": len(batch.fresh) - stored}
-    return Applied(batch.fresh, before, added, evaluated, batch.moves, outcomes)
+    kept = {k: v for k, v in evaluated.items() if k in plain.added or k in plain.before.since}
+    return Applied(
+        batch.fresh, plain.before, plain.added, kept, batch.moves, outcomes,
+        plain.forget | merged.events.keys(), relinked,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Plain:
+    """What the batch read and stored of persons of one id, untouched by its claims."""
+
+    before: Histories
+    added: dict[PersonKey, list[PersonEvent]]
+    forget: set[PersonKey]
+
+
+def _plain(
+    before: Histories,
+    added: dict[PersonKey, list[PersonEvent]],
+    known: identities.Known,
+    relinked: linking.Relinked,
+    merged: linking.Merged,
+) -> _Plain:
+    if not known.links and not known.members and not relinked.ids and not merged.events:
+        return _Plain(before, added, set())
+    drop = {k for k in added if known.tangled(k) or k in relinked.ids or k in merged.events}
+    drop |= relinked.ids
+    return _Plain(
+        Histories(
+            {k: v for k, v in before.events.items() if k not in drop},
+            {k: v for k, v in before.since.items() if k not in drop},
+            {k: v for k, v in before.cached.items() if k not in drop},
+        ),
+        {k: v for k, v in added.items() if k not in drop},
+        drop,
+    )
 
 
 async def load_histories(
@@ -152,7 +225,11 @@ async def load_histories(
 
 
 async def _save_groups(
-    session: Session, groups: Iterable[Group], now_us: int
+    session: Session,
+    groups: Iterable[Group],
+    now_us: int,
+    announced: Mapping[str, Mapping[tuple[str, int], int]],
+    ids: Mapping[PersonKey, list[str]],
 ) -> tuple[set[tuple[str, str, str]], Evaluated]:
     """Save each group's progress and announce its advances; return the (funnel, project,
     person) whose stored entries or touches changed, and what is now stored per person."""
@@ -162,14 +239,18 @@ async def _save_groups(
     for group in groups:
         funnel, project = group.funnel, group.funnel.project_id
         diff = await replace_progress(
-            session, funnel, group.progress, group.since, now_us, group.first_seen, group.held
-        )
+            session, funnel, group.progress, group.since, now_us, group.first_seen, group.held,
+            announced.get(funnel.id),
+        )  # fmt: skip
         changed.update((funnel.id, project, person) for person in diff.changed)
         for person, stored in group.stored().items():
             evaluated[(project, person)][funnel.key] = stored
         if diff.advances and project not in listening:
             listening[project] = await outbox.subscribed_types(session, project)
-        for message in messages.step_messages(funnel, diff.advances, listening.get(project, ())):
+        named = {p: ids[(project, p)] for p in diff.changed if (project, p) in ids}
+        for message in messages.step_messages(
+            funnel, diff.advances, listening.get(project, ()), named
+        ):
             await outbox.enqueue(session, message, now_us)
     return changed, evaluated
 
@@ -182,12 +263,13 @@ async def replace_progress(
     now_us: int,
     first_seen: AbstractSet[str] = frozenset(),
     held: Mapping[str, PersonProgress] | None = None,
+    announced: Mapping[tuple[str, int], int] | None = None,
 ) -> changes.ProgressChanges:
     """Make these persons' stored entries (t0 >= since), touches and pending re-marketing
     timers equal to what was ``evaluated``; return what changed (see ``changes.diff``)."""
     people = changes.persons_to_read(evaluated, first_seen, held)
     stored = await progress.stored_progress(session, funnel.id, people, since_us)
-    diff = changes.diff(evaluated, stored, first_seen, held)
+    diff = changes.diff(evaluated, stored, first_seen, held, announced)
     await progress.save_progress(session, funnel.id, diff)
     grace_s = funnel.graces()
     if grace_s:

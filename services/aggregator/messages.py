@@ -36,11 +36,16 @@ def message_id(*parts: object) -> str:
 
 
 def step_messages(
-    funnel: ActiveFunnel, advances: Iterable[Advance], listening: Iterable[str]
+    funnel: ActiveFunnel,
+    advances: Iterable[Advance],
+    listening: Iterable[str],
+    ids: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Message]:
     """``funnel.step_reached`` per newly reached step, ``funnel.converted`` at the last one,
     of the types some endpoint is ``listening`` to. Only live processing announces; a
-    backfill replays history silently."""
+    backfill replays history silently. ``ids``: the ids of persons of several (the root
+    first), named in the payload; a person of one id is named alone."""
+    ids = ids or {}
     wanted = STEP_TYPES & set(listening)
     steps = funnel.definition.steps
     found = []
@@ -55,6 +60,7 @@ def step_messages(
                     "project": funnel.project_id,
                     "funnel": {"id": funnel.id, "name": funnel.name},
                     "person_id": a.person_id,
+                    "ids": person_ids(a.person_id, ids.get(a.person_id)),
                     "entry_time": format_time(from_micros(a.entry.t0)),
                     "step": {"step": k, "name": steps[k - 1].name},
                     "reached_at": format_time(from_micros(reached_at)),
@@ -65,12 +71,18 @@ def step_messages(
     return found
 
 
+def person_ids(person: str, ids: Sequence[str] | None) -> list[str]:
+    """The person's ids as payloads name them: the root, then every linked id in order."""
+    return [person, *sorted(i for i in ids or () if i != person)]
+
+
 def remarketing_message(
     funnel: TimerFunnel,
     rule: RemarketingRule,
     timer: DueTimer,
     entry: Entry | None,
     opening: Sequence[tuple[str, Mapping[str, Any]]],
+    ids: Sequence[str] = (),
 ) -> Message:
     """``remarketing.due``: who, which funnel and rule, where they stand. ``entry`` is the
     stored entry (if it still is), ``opening`` the (name, properties) of the person's events
@@ -89,6 +101,7 @@ def remarketing_message(
             "occurrence": timer.occurrence,
         },
         "person_id": timer.person_id,
+        "ids": person_ids(timer.person_id, ids),
         "entry_time": format_time(from_micros(timer.entry_t0_us)),
         "due_time": format_time(from_micros(timer.due_us)),
         "current_step": {"step": reached, "name": definition.steps[reached - 1].name},

@@ -71,3 +71,13 @@ for _operation in ("offsets", "batch", "backfill", "purge", "statistics", "timer
     DATABASE_ERRORS.labels(_operation)
 for _outcome in ("delivered", "retry", "failed", "disabled", "refused"):
     WEBHOOK_DELIVERIES.labels(_outcome)
+IDENTITY_LINKS = Counter(
+    "funnel_identity_links_total",
+    "Ids linked to another id (identity merge); a link that a late claim moves counts again.",
+)
+IDENTITY_REFUSALS = Counter(
+    "funnel_identity_links_refused_total",
+    "Refused links, once per pair of ids, by reason: already_linked (the anonymous id is"
+    " linked to another id), both_have_links (both ids already have links of their own).",
+    ["reason"],
+)

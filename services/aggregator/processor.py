@@ -94,6 +94,7 @@ class Processor:
         except BaseException:
             self.cache.clear()  # what the failed transaction would have written is unknown
             raise
+        self.cache.forget(done.forget)  # persons of several ids are read each time
         self.cache.remember(done.before.since, done.before.events, done.added, done.evaluated)
         _observe(done, self.cache, time.perf_counter() - started)
         return done.committed
@@ -145,6 +146,9 @@ def _observe(done: Applied, cache: PersonCache, seconds: float) -> None:
     if done.fresh:
         metrics.LAST_EVENT_TIME.set(max(e.timestamp for e in done.fresh).timestamp())
     metrics.BATCH_SECONDS.observe(seconds)
+    metrics.IDENTITY_LINKS.inc(done.relinked.links_made)
+    for refusal in done.relinked.refusals:
+        metrics.IDENTITY_REFUSALS.labels(refusal.kind).inc()
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress, reach_us
@@ -133,17 +134,22 @@ def groups(
     before: Histories,
     added: Mapping[PersonKey, Sequence[PersonEvent]],
     concerned: Mapping[PersonKey, set[str]],
+    merged: AbstractSet[PersonKey] = frozenset(),
 ) -> Iterator[Group]:
     """Re-evaluate the ``funnels`` of the persons with ``added`` events (stored by this
     batch) that ``concerned`` them (the stored twin of a duplicate is one of those), from
-    those and the events stored ``before``; by project, funnel and bound."""
+    those and the events stored ``before``; by project, funnel and bound. ``merged``
+    persons (several ids, or ids that changed) may have stored progress whatever their
+    events: none of them is taken for first seen."""
     by_project: dict[str, set[str]] = defaultdict(set)
     for project, person in added:
         by_project[project].add(person)
     for project, people in sorted(by_project.items()):
         persons = sorted(people)
         for funnel in (f for f in funnels if f.project_id == project):
-            yield from _groups(funnel, evaluators[funnel.id], persons, before, added, concerned)
+            yield from _groups(
+                funnel, evaluators[funnel.id], persons, before, added, concerned, merged
+            )
 
 
 def _groups(
@@ -153,6 +159,7 @@ def _groups(
     before: Histories,
     added: Mapping[PersonKey, Sequence[PersonEvent]],
     concerned: Mapping[PersonKey, set[str]],
+    merged: AbstractSet[PersonKey],
 ) -> Iterator[Group]:
     project = funnel.project_id
     bounds: dict[int, list[str]] = defaultdict(list)
@@ -162,7 +169,7 @@ def _groups(
     for since, group in sorted(bounds.items()):
         stored = {p: before.events.get((project, p), []) for p in group}
         progress = {p: evaluator([*stored[p], *added[(project, p)]]) for p in group}
-        first_seen = {p for p in group if not stored[p]}
+        first_seen = {p for p in group if not stored[p] and (project, p) not in merged}
         held = _held(funnel.key, since, [(project, p) for p in group], before)
         yield Group(funnel, since, progress, first_seen, held)
 

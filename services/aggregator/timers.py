@@ -13,7 +13,15 @@ import logging
 from services.aggregator import metrics
 from services.aggregator.messages import remarketing_message
 from services.aggregator.model import DueTimer, TimerFunnel
-from services.aggregator.repository import Session, Sessions, events, funnels, outbox, timers
+from services.aggregator.repository import (
+    Session,
+    Sessions,
+    events,
+    funnels,
+    identities,
+    outbox,
+    timers,
+)
 from shared.clock import Clock
 from shared.funnel import RemarketingRule
 
@@ -78,7 +86,7 @@ class TimerFirer:
         now: int,
     ) -> None:
         entry = await timers.stored_entry(session, timer)
-        opening = await events.opening_events(
-            session, funnel.project_id, timer.person_id, timer.entry_t0_us
-        )
-        await outbox.enqueue(session, remarketing_message(funnel, rule, timer, entry, opening), now)
+        ids = await identities.person_ids(session, funnel.project_id, timer.person_id)
+        opening = await events.opening_events(session, funnel.project_id, ids, timer.entry_t0_us)
+        message = remarketing_message(funnel, rule, timer, entry, opening, ids)
+        await outbox.enqueue(session, message, now)

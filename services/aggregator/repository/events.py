@@ -131,14 +131,15 @@ async def delete_events_before(session: AsyncSession, horizon_us: int) -> int:
 
 
 async def opening_events(
-    session: AsyncSession, project_id: str, person_id: str, ts_us: int
+    session: AsyncSession, project_id: str, person_ids: Sequence[str], ts_us: int
 ) -> list[tuple[str, Any]]:
-    """The (name, properties) of the person's events at this instant."""
+    """The (name, properties) of the events of these ids (one person's) at this instant,
+    in event id order."""
     rows = await session.execute(
-        select(events.c.name, events.c.properties).where(
+        select(events.c.event_id, events.c.name, events.c.properties).where(
             events.c.project_id == project_id,
-            events.c.person_id == person_id,
+            events.c.person_id.in_(list(person_ids)),
             events.c.ts_us == ts_us,
         )
     )
-    return [(name, properties) for name, properties in rows]
+    return [(name, properties) for _, name, properties in sorted(rows, key=lambda r: r[0])]
