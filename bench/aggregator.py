@@ -206,7 +206,12 @@ def _identified_chunks(persons: int, per_person: int, share: float) -> Iterator[
     for start in range(0, persons, 10_000):
         chunk = workload("merge", min(10_000, persons - start), per_person, seed=start)
         renamed = [
-            replace(e, person_id=f"u{start}-{e.person_id}", user_id=f"u{start}-{e.person_id}")
+            replace(
+                e,
+                person_id=f"u{start}-{e.person_id}",
+                user_id=f"u{start}-{e.person_id}",
+                event_id=f"{start}-{e.event_id}",
+            )
             for e in chunk
         ]
         yield merging(renamed, share, seed=start, partitions=8)
