@@ -158,3 +158,75 @@ async def _messages(sessions, project: str) -> Counter[tuple[object, ...]]:
         )
         for p in payloads
     )
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def now_us(self) -> int:
+        return self.now
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    doc=definitions(),
+    rule=st.sampled_from(RULES),
+    stream=identity_streams(),
+    cut=st.integers(0, 100),
+    fired_at_s=st.integers(0, 400),
+    seed=st.randoms(),
+)
+def test_a_trigger_is_sent_once_per_merged_entry_whenever_timers_fire(
+    database_url, doc, rule, stream, cut, fired_at_s, seed
+):
+    """Timers fire part-way through the delivery (some under ids that get linked later,
+    some that later events cancel), then after it: no entry and occurrence of a person is
+    ever sent twice, under whichever of its ids, and every one the oracle says is due was
+    sent."""
+    doc = {**doc, "remarketing": [{**rule, "goal_step": len(doc["steps"])}]}
+    delivered = shifted(stream[1], BASE_US)
+    asyncio.run(_fire_midway(database_url, doc, delivered, cut, fired_at_s, seed))
+
+
+async def _fire_midway(database_url, doc, delivered: list[Sent], cut, fired_at_s, seed) -> None:
+    engine = create_engine(database_url)
+    sessions = sessionmaker(engine)
+    try:
+        project = f"ident{next(_projects)}"
+        async with sessions.begin() as session:
+            await create_key(session, project, "admin")
+            await api_funnels.create_funnel(session, project, {"name": "p", **doc}, now_us=now_us())
+        flat = [to_canonical(project, e) for e in delivered]
+        seed.shuffle(flat)
+        split = len(flat) * cut // 100
+        processor = Processor(sessions, f"group-{project}", horizon_us=lambda: 0)
+        clock = Clock(BASE_US + fired_at_s * US)
+        firer = TimerFirer(sessions, clock, fire_backfilled=True)
+        for batch in (flat[:split], flat[split:] + flat[: split // 2]):
+            for i in range(0, len(batch), 3):
+                part = next(_partitions)
+                await processor.apply(records(batch[i : i + 3], partition=part), {})
+            while await processor.backfill_step(100):
+                pass  # the funnel is new: its backfill runs once, over what is stored by then
+            while await firer.fire_due():
+                pass
+            clock.now = FarClock().now_us()
+        sent = await _messages(sessions, project)
+    finally:
+        await engine.dispose()
+    found = identities(delivered)
+    f = definition_from_doc(doc)
+    per_entry = Counter()
+    for (person, rule, entry_time, n, _), times in sent.items():
+        per_entry[(found.root(person), rule, entry_time, n)] += times
+    assert all(times == 1 for times in per_entry.values()), per_entry
+    due = {
+        (person, rule, format_time(from_micros(t0)), n)
+        for person, rule, t0, n, _ in oracle_timers(f, persons(delivered))
+    }
+    assert due <= set(per_entry)
