@@ -302,8 +302,11 @@ webhook_attempts = Table(
 
 # Identity merge (migration 0011). A claim: an event said that anon_id is user_id's. Claims
 # are insert-only; what they resolve to (services/aggregator/identity.py) is kept in
-# identity_links (one row per linked id: the id it is linked to, its root, and the claim
-# that linked it) and identity_refusals (one row per refused claim, with the reason).
+# identity_links (one row per linked id: the id it is linked to and the claim that linked
+# it; an id without a row is a person's root) and identity_refusals (a refused claim per
+# pair of ids, with the reason). An id's rows are written only by the aggregator owning
+# the id's partition; person_signals asks a partition's owner to re-resolve an id or to
+# re-evaluate a person from an instant on (see docs/design.md, "Identity merge").
 identity_claims = Table(
     "identity_claims",
     metadata,
@@ -322,10 +325,9 @@ identity_links = Table(
     Column("project_id", String(64), primary_key=True),
     Column("id", String(256), primary_key=True),
     Column("target", String(256), nullable=False),
-    Column("root", String(256), nullable=False),
     Column("ts_us", BigInteger, nullable=False),
     Column("event_id", String(128), nullable=False),
-    Index(None, "project_id", "root"),
+    Index(None, "project_id", "target"),
 )
 
 identity_refusals = Table(
@@ -338,4 +340,17 @@ identity_refusals = Table(
     Column("ts_us", BigInteger, nullable=False),
     Column("reason", Text, nullable=False),
     Index(None, "project_id", "user_id"),
+)
+
+person_signals = Table(
+    "person_signals",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("topic", String(249), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("person_id", String(256), nullable=False),
+    Column("reason", String(16), nullable=False),  # resolve | evaluate
+    Column("since_us", BigInteger, nullable=False),
+    Index(None, "topic", "partition"),
 )

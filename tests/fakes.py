@@ -140,5 +140,8 @@ class FakeProcessor:
     async def refresh_statistics(self) -> None:
         return None
 
+    async def apply_signals(self, expected: dict[Partition, int | None]) -> None:
+        return None
+
     def offsets_applied(self, partition: int) -> list[int]:
         return [r.offset for r in self.applied if r.partition == partition]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from services.aggregator import changes, linking, messages, reevaluate
 from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress
-from services.aggregator.model import ActiveFunnel, Partition
+from services.aggregator.model import ActiveFunnel, Partition, Signal
 from services.aggregator.person_cache import FunnelKey, PersonCache, PersonKey
 from services.aggregator.reevaluate import Group, Histories
 from services.aggregator.repository import (
@@ -27,6 +27,7 @@ from services.aggregator.repository import (
     offsets,
     outbox,
     progress,
+    signals,
     timers,
 )
 from services.aggregator.repository.dead_letters import DeadLetter, add_dead_letters
@@ -120,12 +121,19 @@ async def apply_batch(
     horizon_us: int,
     cache: PersonCache,
     now_us: int,
+    topic_partitions: Sequence[int] = (),
 ) -> Applied:
     """Apply the records in the session's transaction, the partitions' offsets moved from
-    ``expected`` (``StaleOffsets`` if another consumer moved them)."""
+    ``expected`` (``StaleOffsets`` if another consumer moved them), and the signals of the
+    partitions held (``expected``'s and the records'). ``topic_partitions``: the events
+    topic's partitions, which decide who owns an id (empty: this process owns every id)."""
     batch = sort_records(records, expected, horizon_us)
+    held = {p for _, p in {*expected, *batch.moves}}
+    owner = linking.Owner(tuple(topic_partitions), frozenset(held))
+    await offsets.hold_offsets(session, group_id, expected)
+    taken = await signals.take(session, owner.topic, sorted(held))
     await add_dead_letters(session, batch.letters, now_us)
-    projects = {project for project, _ in batch.partitions}
+    projects = {project for project, _ in batch.partitions} | {s.project_id for s in taken}
     active = await funnels.active_funnels(session, projects) if projects else []
     evaluators = {f.id: Evaluator(f.definition) for f in active}
     # Read before writing: what the batch adds is in hand already, and a person seen for the
@@ -144,11 +152,12 @@ async def apply_batch(
         session, {k: s for k, s in since.items() if not known.tangled(k)}, cache
     )
     added = await events.store_events(session, batch.fresh)
-    relinked = await linking.relink(session, claims, added, known)
-    merged = await linking.merged_persons(
-        session, since, concerned, batch.partitions, known, relinked, active, horizon_us
-    )
-    announced = await linking.demote(session, relinked.demoted(), active)
+    resolve_ids = {(s.project_id, s.person_id) for s in taken if s.reason == linking.RESOLVE}
+    relinked = await linking.relink(session, owner, claims, added, known, resolve_ids)
+    wanted = _wanted(since, concerned, batch.partitions, known, relinked, taken, horizon_us)
+    everywhere = set(batch.moves) or {(owner.topic, p) for p in held}
+    merged = await linking.merged_persons(session, owner, wanted, active, everywhere)
+    await linking.demote(session, relinked.demoted(), active)
     plain = _plain(before, added, known, relinked, merged)
     groups = reevaluate.groups(
         active,
@@ -162,14 +171,12 @@ async def apply_batch(
         {**concerned, **merged.concerned},
         merged.events.keys(),
     )
-    changed, evaluated = await _save_groups(session, groups, now_us, announced, merged.ids)
-    changed |= {
-        (f.id, project, root)
-        for (project, _), root in relinked.demoted().items()
-        for f in active
-        if f.project_id == project
-    }
+    changed, evaluated = await _save_groups(session, groups, now_us, merged.ids)
     partitions = {**batch.partitions, **merged.partitions}
+    for project, id_ in relinked.demoted():
+        changed |= {(f.id, project, id_) for f in active if f.project_id == project}
+        partitions.setdefault((project, id_), everywhere)
+    await signals.send(session, [*relinked.signals, *merged.signals])
     await progress.count_changes(session, changes.counted(changed, partitions))
     await offsets.advance_offsets(session, group_id, batch.moves, now_us)
     stored = sum(len(new) for new in added.values())
@@ -179,6 +186,30 @@ async def apply_batch(
         batch.fresh, plain.before, plain.added, kept, batch.moves, outcomes,
         plain.forget | merged.events.keys(), relinked,
     )  # fmt: skip
+
+
+def _wanted(
+    since: Mapping[PersonKey, int],
+    concerned: Mapping[PersonKey, set[str]],
+    partitions: Mapping[PersonKey, set[Partition]],
+    known: identities.Known,
+    relinked: linking.Relinked,
+    taken: Sequence[Signal],
+    horizon_us: int,
+) -> linking.Wanted:
+    """Persons to evaluate as persons of several ids: those of the batch's ids that are
+    linked or have links, those signalled, and those that gained or lost ids (from the
+    horizon on: links are retroactive)."""
+    wanted = linking.Wanted()
+    for key, bound in since.items():
+        if known.tangled(key) or key in relinked.ids:
+            wanted.add(key, bound, concerned.get(key, ()), partitions.get(key, ()))
+    for s in taken:
+        if s.reason == linking.EVALUATE:
+            wanted.add((s.project_id, s.person_id), max(s.since_us, horizon_us), (), ())
+    for key in relinked.affected():
+        wanted.add(key, horizon_us, (), ())
+    return wanted
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +259,6 @@ async def _save_groups(
     session: Session,
     groups: Iterable[Group],
     now_us: int,
-    announced: Mapping[str, Mapping[tuple[str, int], int]],
     ids: Mapping[PersonKey, list[str]],
 ) -> tuple[set[tuple[str, str, str]], Evaluated]:
     """Save each group's progress and announce its advances; return the (funnel, project,
@@ -238,20 +268,21 @@ async def _save_groups(
     listening: dict[str, set[str]] = {}
     for group in groups:
         funnel, project = group.funnel, group.funnel.project_id
+        named = {p: ids[(project, p)] for p in group.progress if (project, p) in ids}
         diff = await replace_progress(
             session, funnel, group.progress, group.since, now_us, group.first_seen, group.held,
-            announced.get(funnel.id),
+            named,
         )  # fmt: skip
         changed.update((funnel.id, project, person) for person in diff.changed)
         for person, stored in group.stored().items():
             evaluated[(project, person)][funnel.key] = stored
         if diff.advances and project not in listening:
             listening[project] = await outbox.subscribed_types(session, project)
-        named = {p: ids[(project, p)] for p in diff.changed if (project, p) in ids}
-        for message in messages.step_messages(
-            funnel, diff.advances, listening.get(project, ()), named
-        ):
-            await outbox.enqueue(session, message, now_us)
+        found = messages.step_messages(funnel, diff.advances, listening.get(project, ()), named)
+        announced = await outbox.existing(session, [t for m in found for t in m.twins])
+        for message in found:
+            if not announced.intersection(message.twins):
+                await outbox.enqueue(session, message, now_us)
     return changed, evaluated
 
 
@@ -263,17 +294,26 @@ async def replace_progress(
     now_us: int,
     first_seen: AbstractSet[str] = frozenset(),
     held: Mapping[str, PersonProgress] | None = None,
-    announced: Mapping[tuple[str, int], int] | None = None,
+    ids: Mapping[str, Sequence[str]] | None = None,
 ) -> changes.ProgressChanges:
     """Make these persons' stored entries (t0 >= since), touches and pending re-marketing
-    timers equal to what was ``evaluated``; return what changed (see ``changes.diff``)."""
+    timers equal to what was ``evaluated``; return what changed (see ``changes.diff``).
+    ``ids``: the ids of persons of several; a timer fired under any of them is not
+    pending again."""
     people = changes.persons_to_read(evaluated, first_seen, held)
     stored = await progress.stored_progress(session, funnel.id, people, since_us)
-    diff = changes.diff(evaluated, stored, first_seen, held, announced)
+    diff = changes.diff(evaluated, stored, first_seen, held)
     await progress.save_progress(session, funnel.id, diff)
     grace_s = funnel.graces()
     if grace_s:
         pending = changes.pending_timers(evaluated, since_us, grace_s)
+        others = {i: p for p, found in (ids or {}).items() for i in found if i != p}
+        if others:
+            fired = await timers.fired_keys(session, funnel.id, sorted(others))
+            done = {(others[i], *key) for i, key in fired}
+            pending = [
+                t for t in pending if (t.person_id, t.rule, t.entry_t0, t.occurrence) not in done
+            ]
         may_have = sorted(p for p in evaluated if p not in first_seen)
         await timers.replace_pending(session, funnel.id, may_have, since_us, pending, now_us)
     return diff

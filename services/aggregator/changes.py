@@ -91,21 +91,16 @@ def diff(
     stored: Stored,
     first_seen: AbstractSet[str] = frozenset(),
     held: Mapping[str, PersonProgress] | None = None,
-    announced: Mapping[tuple[str, int], int] | None = None,
 ) -> ProgressChanges:
     """The writes that make the persons' stored entries and touches equal ``progress``.
 
     ``stored`` holds the rows of :func:`persons_to_read`. Persons in ``first_seen`` have no
     stored event from the bound on other than the batch's, hence no stored progress: all
     their rows are new. For persons in ``held``, it is what is stored for them.
-    ``announced``: how far entries got, by (person, start instant), under ids that are now
-    part of the person (their steps were announced already).
     """
     held = held or {}
     out = ProgressChanges()
     before = _reached_before(stored.entries)
-    for key, n in (announced or {}).items():
-        before[key] = max(before.get(key, 0), n)
     unknown = persons_to_read(progress, first_seen, held)
     entries = [(_entry_key(person, e), e) for person in unknown for e in progress[person].entries]
     touches = [

@@ -55,7 +55,7 @@ class Backoff:
 # How often each chore runs, and how long one waits after failing for another reason than
 # the database being unavailable (it is logged, and the batches go on meanwhile; failing
 # because the database is unavailable, it fails the round like a batch).
-EVERY_S = {"backfill": 1.0, "purge": 3600.0, "statistics": 15.0, "lag": 5.0}
+EVERY_S = {"backfill": 1.0, "purge": 3600.0, "statistics": 15.0, "lag": 5.0, "signals": 0.2}
 AFTER_FAILURE_S = 60.0
 
 
@@ -73,6 +73,8 @@ class Processor(Protocol):
     async def purge_expired(self) -> int: ...
 
     async def refresh_statistics(self) -> None: ...
+
+    async def apply_signals(self, expected: dict[Partition, int | None]) -> None: ...
 
 
 class Consumer:
@@ -156,23 +158,28 @@ class Consumer:
             log.warning("could not rewind: %s", exc)
 
     async def _chores(self, idle: bool) -> None:
-        """Backfill when idle and at least once a second when busy; purge, analyze, lag."""
+        """Backfill when idle and at least once a second when busy; purge, analyze, lag;
+        take the signals of other partitions' owners while no records come (a batch takes
+        them too)."""
         now = time.monotonic()
         chores: dict[str, Callable[[], Awaitable[object]]] = {
             "backfill": lambda: self._processor.backfill_step(self._backfill_persons),
             "purge": self._processor.purge_expired,
             "statistics": self._processor.refresh_statistics,
             "lag": self._lag,
+            "signals": lambda: self._processor.apply_signals(self._source.expected()),
         }
         for name, chore in chores.items():
             if now < self._due[name] and not (name == "backfill" and idle):
+                continue
+            if name == "signals" and not idle:
                 continue
             self._due[name] = now + EVERY_S[name]
             self._doing = name
             try:
                 await chore()
             except Exception as exc:
-                if is_unavailable(exc):
+                if is_unavailable(exc) or isinstance(exc, StaleOffsets):
                     raise
                 log.exception("%s failed; again in %.0f s", name, AFTER_FAILURE_S)
                 self._due[name] = now + AFTER_FAILURE_S

@@ -1,11 +1,20 @@
-"""A batch's identity work, in its transaction: claims stored and resolved, persons that
-the links touch read as one, the standalone progress of ids that got linked removed.
+"""A batch's identity work, in its transaction: claims stored and resolved, persons of
+several ids evaluated as one, signals to the owners of other partitions.
+
+Ownership: an id belongs to the partition its events go to (``partition_for`` of
+``project/id``), and only the aggregator holding that partition writes the id's link row,
+its refusals and, while it is a person's root, the person's progress. Every such write is
+in a transaction that holds the partition's stored offset (``offsets.hold_offsets``), so
+two processes never write one id at once and a process that lost the partition cannot
+commit. What concerns an id of another partition becomes a signal to its owner, inserted
+in the same transaction: ``resolve`` (the id's claims changed: resolve its component
+again) or ``evaluate`` (the person's events or ids changed: evaluate it again from an
+instant on). Each owner resolves the whole component (a pure function of its stored
+claims, ``identity.resolve``), writes its own ids' rows and signals the owners of ids
+whose stored rows differ, so the rows converge to the resolution of all the claims.
 
 A person with no claims costs one lookup per batch (``identities.known``, shared by all of
-the batch's ids) and nothing else. The claims of a batch are resolved with every stored
-claim connected to them (``identity.resolve`` of the component, which resolves alike alone
-or among all of a project's); ids whose root changed re-evaluate both persons from the
-retention horizon, since links are retroactive.
+the batch's ids) and nothing else.
 """
 
 from __future__ import annotations
@@ -15,17 +24,38 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.aggregator.engine import PersonEvent
-from services.aggregator.identity import Claim, Refusal, claims_of, redundant, resolve
-from services.aggregator.model import ActiveFunnel, Partition
+from services.aggregator.identity import Claim, Link, Refusal, claims_of, redundant, resolve
+from services.aggregator.model import ActiveFunnel, Partition, Signal
 from services.aggregator.person_cache import PersonKey
 from services.aggregator.reevaluate import bound_groups
 from services.aggregator.repository import Session, events, identities, progress
 from services.aggregator.repository.identities import Known
-from shared.events import CanonicalEvent, to_micros
+from shared.events import EVENTS_TOPIC, CanonicalEvent, partition_for, record_key, to_micros
+
+RESOLVE, EVALUATE = "resolve", "evaluate"
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Which ids this batch owns: those of the partitions it holds. Without the topic's
+    partitions (a single aggregator, tests), every id."""
+
+    partitions: tuple[int, ...] = ()
+    held: frozenset[int] = frozenset()
+    topic: str = EVENTS_TOPIC
+
+    def partition(self, key: PersonKey) -> int:
+        return partition_for(record_key(*key), self.partitions) if self.partitions else 0
+
+    def local(self, key: PersonKey) -> bool:
+        return not self.partitions or self.partition(key) in self.held
+
+    def signal(self, key: PersonKey, reason: str, since_us: int) -> Signal:
+        return Signal(self.topic, self.partition(key), key[0], key[1], reason, since_us)
 
 
 def batch_claims(fresh: Iterable[CanonicalEvent]) -> dict[PersonKey, Claim]:
-    """The claims of the batch's events, by (project, event id)."""
+    """The claims of the batch's events, by (project, claim number and event id)."""
     found = {}
     for e in fresh:
         if (e.user_id and e.anonymous_id) or e.event == "alias":
@@ -44,24 +74,18 @@ def claim_anons(claims: Mapping[PersonKey, Claim]) -> set[PersonKey]:
 
 @dataclass(slots=True)
 class Relinked:
-    """What the batch's claims changed: the ids of the components resolved, the new root
-    of each of them, the ids whose person changed (from, to), and what is new."""
+    """What the batch's resolutions changed: the ids of the components resolved, the local
+    ids whose person changed (from root, to root), what is new, the signals to send."""
 
     ids: set[PersonKey] = field(default_factory=set)
-    roots: dict[PersonKey, str] = field(default_factory=dict)
     moved: dict[PersonKey, tuple[str, str]] = field(default_factory=dict)
     links_made: int = 0
     refusals: list[Refusal] = field(default_factory=list)
-
-    def root(self, key: PersonKey, known: Known) -> str:
-        if key in self.ids:
-            return self.roots.get(key, key[1])
-        return known.root(key)
+    signals: list[Signal] = field(default_factory=list)
 
     def affected(self) -> set[PersonKey]:
-        """Persons (roots now) that gained or lost ids."""
-        found = {(p, r) for (p, _), pair in self.moved.items() for r in pair}
-        return {key for key in found if key not in self.roots}
+        """Persons (old and new roots) that gained or lost ids."""
+        return {(p, r) for (p, _), pair in self.moved.items() for r in pair}
 
     def demoted(self) -> dict[PersonKey, str]:
         """Ids that were persons of their own and now are not: their new root."""
@@ -70,50 +94,74 @@ class Relinked:
 
 async def relink(
     session: Session,
+    owner: Owner,
     claims: Mapping[PersonKey, Claim],
     stored: Mapping[PersonKey, Sequence[PersonEvent]],
     known: Known,
+    resolve_ids: Iterable[PersonKey] = (),
 ) -> Relinked:
-    """Store the claims of the events the batch stored and resolve their components."""
+    """Store the claims of the events the batch stored; resolve their components and those
+    of the ids signalled to resolve."""
     out = Relinked()
-    if not claims:
-        return out
-    new_ids = {(p, e.event_id) for (p, _), got in stored.items() for e in got}
+    new_ids = {(p, e.event_id) for (p, _), got in stored.items() for e in got} if claims else set()
     by_project: dict[str, list[Claim]] = defaultdict(list)
     for (project, _), c in claims.items():
-        if (project, c.event_id) in new_ids:
-            link = known.links.get((project, c.anon))
-            if not redundant(c, link.link if link else None):
-                by_project[project].append(c)
-    for project, made in sorted(by_project.items()):
-        await identities.add_claims(session, project, made)
-        component = await identities.component(
-            session, project, {i for c in made for i in (c.anon, c.user)}
-        )
-        ids = sorted({i for c in component for i in (c.anon, c.user)})
-        before = await identities.stored_links(session, project, ids)
-        refused = await identities.stored_refusals(session, project, ids)
-        resolution = resolve(component)
-        await identities.save_resolution(session, project, ids, resolution, before)
-        roots = resolution.roots()
-        for id_ in ids:
-            key = (project, id_)
-            out.ids.add(key)
-            was = before[id_].root if id_ in before else id_
-            now = roots.get(id_, id_)
-            if now != id_:
-                out.roots[key] = now
-            if was != now:
-                out.moved[key] = (was, now)
-        out.links_made += sum(
-            1
-            for i, link in resolution.links.items()
-            if i not in before or before[i].link.target != link.target
-        )
-        out.refusals += [
-            r for r in resolution.refusals if (r.claim.event_id, r.claim.anon) not in refused
-        ]
+        if (project, c.event_id) in new_ids and not redundant(
+            c, known.links.get((project, c.anon))
+        ):
+            by_project[project].append(c)
+    seeds: dict[str, set[str]] = defaultdict(set)
+    for project, made in by_project.items():
+        seeds[project] |= {i for c in made for i in (c.anon, c.user)}
+    for project, id_ in resolve_ids:
+        seeds[project].add(id_)
+    for project, ids in sorted(seeds.items()):
+        await identities.add_claims(session, project, by_project.get(project, []))
+        await _resolve(session, owner, project, ids, out)
     return out
+
+
+async def _resolve(
+    session: Session, owner: Owner, project: str, seeds: set[str], out: Relinked
+) -> None:
+    component = await identities.component(session, project, seeds)
+    ids = sorted(seeds | {i for c in component for i in (c.anon, c.user)})
+    before = await identities.stored_links(session, project, ids)
+    resolution = resolve(component)
+    mine = [i for i in ids if owner.local((project, i))]
+    refused = await identities.stored_refusals(session, project, mine)
+    await identities.save_links(
+        session, project, mine, resolution.links, resolution.refusals, before, refused
+    )
+    after = {i: link for i, link in before.items() if i not in mine}
+    after.update((i, link) for i, link in resolution.links.items() if i in mine)
+    for id_ in ids:
+        key = (project, id_)
+        out.ids.add(key)
+        if not owner.local(key):
+            if resolution.links.get(id_) != before.get(id_):
+                out.signals.append(owner.signal(key, RESOLVE, 0))
+            continue
+        was, now = _root(before, id_), _root(after, id_)
+        if was != now:
+            out.moved[key] = (was, now)
+    mine_set = set(mine)
+    out.links_made += sum(
+        1 for i, link in resolution.links.items() if i in mine_set and before.get(i) != link
+    )
+    out.refusals += [
+        r
+        for r in resolution.refusals
+        if r.claim.anon in mine_set and (r.claim.event_id, r.claim.anon) not in refused
+    ]
+
+
+def _root(links: Mapping[str, Link], id_: str) -> str:
+    seen = set()
+    while (link := links.get(id_)) is not None and id_ not in seen:
+        seen.add(id_)
+        id_ = link.target
+    return id_
 
 
 @dataclass(slots=True)
@@ -126,62 +174,71 @@ class Merged:
     concerned: dict[PersonKey, set[str]] = field(default_factory=lambda: defaultdict(set))
     partitions: dict[PersonKey, set[Partition]] = field(default_factory=lambda: defaultdict(set))
     ids: dict[PersonKey, list[str]] = field(default_factory=dict)
+    signals: list[Signal] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Wanted:
+    """Persons (by any of their ids) to evaluate from a bound, for some funnels."""
+
+    bounds: dict[PersonKey, int] = field(default_factory=dict)
+    concerned: dict[PersonKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    partitions: dict[PersonKey, set[Partition]] = field(default_factory=lambda: defaultdict(set))
+
+    def add(
+        self, key: PersonKey, bound: int, funnels: Iterable[str], parts: Iterable[Partition]
+    ) -> None:
+        self.bounds[key] = min(self.bounds.get(key, bound), bound)
+        self.concerned[key].update(funnels)
+        self.partitions[key].update(parts)
 
 
 async def merged_persons(
     session: Session,
-    since: Mapping[PersonKey, int],
-    concerned: Mapping[PersonKey, set[str]],
-    partitions: Mapping[PersonKey, set[Partition]],
-    known: Known,
-    relinked: Relinked,
+    owner: Owner,
+    wanted: Wanted,
     funnels: Sequence[ActiveFunnel],
-    horizon_us: int,
+    everywhere: set[Partition],
 ) -> Merged:
+    """Evaluate the persons of the ``wanted`` ids whose roots this batch owns; signal the
+    owners of the others."""
     out = Merged()
-    bounds: dict[PersonKey, int] = {}
-    for key, bound in since.items():
-        if known.tangled(key) or key in relinked.ids:
-            root = (key[0], relinked.root(key, known))
-            bounds[root] = min(bounds.get(root, bound), bound)
-            out.concerned[root] |= concerned.get(key, set())
-            out.partitions[root] |= partitions.get(key, set())
-    everywhere = {p for found in partitions.values() for p in found}
-    for root in relinked.affected():
-        bounds[root] = horizon_us
-        out.concerned[root] |= {f.id for f in funnels if f.project_id == root[0]}
-        out.partitions[root] |= partitions.get(root, everywhere) or everywhere
-    if not bounds:
+    if not wanted.bounds:
         return out
-    members = (await identities.known(session, bounds)).members
+    found = await identities.known(session, wanted.bounds)
+    bounds: dict[PersonKey, int] = {}
+    for key, bound in wanted.bounds.items():
+        root = (key[0], found.root(key))
+        if not owner.local(root):
+            out.signals.append(owner.signal(root, EVALUATE, bound))
+            continue
+        bounds[root] = min(bounds.get(root, bound), bound)
+        out.concerned[root] |= wanted.concerned[key] or {
+            f.id for f in funnels if f.project_id == key[0]
+        }
+        out.partitions[root] |= wanted.partitions[key] or everywhere
     by_project: dict[str, dict[str, int]] = defaultdict(dict)
     for (project, person), bound in bounds.items():
         by_project[project][person] = bound
     for project, persons in sorted(by_project.items()):
         for group_bound, people in bound_groups(persons):
-            ids = {p: sorted({p, *members.get((project, p), ())}) for p in people}
+            ids = {p: sorted({p, *found.members.get((project, p), ())}) for p in people}
             read = await events.person_events(
-                session, project, [i for found in ids.values() for i in found], group_bound
+                session, project, [i for got in ids.values() for i in got], group_bound
             )
-            for person, found in ids.items():
+            for person, got in ids.items():
                 key = (project, person)
-                out.ids[key] = [person, *(i for i in found if i != person)]
-                out.events[key] = [e for i in found for e in read.get(i, ())]
+                out.ids[key] = [person, *(i for i in got if i != person)]
+                out.events[key] = [e for i in got for e in read.get(i, ())]
                 out.since[key] = group_bound
     return out
 
 
 async def demote(
     session: Session, demoted: Mapping[PersonKey, str], funnels: Sequence[ActiveFunnel]
-) -> dict[str, dict[tuple[str, int], int]]:
+) -> None:
     """Remove the progress of ids that became part of another person (their fired timers
-    become the person's); return, per funnel, how far each of their entries got, by (new
-    root, start instant): what was announced already."""
-    announced: dict[str, dict[tuple[str, int], int]] = defaultdict(dict)
-    for (project, id_), root in sorted(demoted.items()):
+    stay: they stand for the person's, see ``timers``)."""
+    for (project, id_), _ in sorted(demoted.items()):
         for f in (f for f in funnels if f.project_id == project):
-            reached = await progress.remove_person(session, f.id, id_, root)
-            for t0, n in reached.items():
-                was = announced[f.id].get((root, t0), 0)
-                announced[f.id][(root, t0)] = max(was, n)
-    return announced
+            await progress.remove_person(session, f.id, id_)

@@ -27,6 +27,9 @@ class Message:
     type: str
     id: str
     payload: dict[str, Any]
+    # The ids the same message has under the person's other ids: one of them stored means
+    # it was announced before those ids were one person.
+    twins: tuple[str, ...] = ()
 
 
 def message_id(*parts: object) -> str:
@@ -67,7 +70,12 @@ def step_messages(
                     "value": entry_value(funnel.definition, a.entry),
                 }
                 msg_id = message_id(type_, funnel.id, a.person_id, a.entry.t0, k)
-                found.append(Message(funnel.project_id, funnel.id, type_, msg_id, payload))
+                twins = tuple(
+                    message_id(type_, funnel.id, other, a.entry.t0, k)
+                    for other in ids.get(a.person_id, ())
+                    if other != a.person_id
+                )
+                found.append(Message(funnel.project_id, funnel.id, type_, msg_id, payload, twins))
     return found
 
 

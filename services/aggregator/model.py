@@ -81,3 +81,16 @@ def signing_secrets(
     if previous and (previous_until_us or 0) > now_us:
         return (secret, previous)
     return (secret,)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """Work for the owner of a partition: ``resolve`` an id's links again, or ``evaluate``
+    a person again from ``since_us`` on (see services/aggregator/linking.py)."""
+
+    topic: str
+    partition: int
+    project_id: str
+    person_id: str
+    reason: str
+    since_us: int

@@ -35,17 +35,24 @@ class Processor:
         horizon_us: Callable[[], int],
         cache_capacity: int = 50_000,
         clock: Clock | None = None,
+        topic_partitions: Callable[[], Sequence[int]] | None = None,
     ) -> None:
         self._sessions = sessions
         self._group_id = group_id
         self._horizon_us = horizon_us
         self._clock = clock or SystemClock()
         self.cache = PersonCache(cache_capacity)
+        # The events topic's partitions, which decide which process owns an id (see
+        # services/aggregator/linking.py); none known: this process owns every id.
+        self._topic_partitions = topic_partitions
+        self._partitions: tuple[int, ...] = ()
 
     async def load_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
         """The stored offsets of newly assigned partitions. What this process held of its
         persons is forgotten: while the partitions were elsewhere, others wrote them."""
         self.cache.clear()
+        if self._topic_partitions is not None:
+            self._partitions = tuple(sorted(self._topic_partitions()))
         async with self._sessions() as session:
             return await offsets.load_offsets(session, self._group_id, partitions)
 
@@ -89,8 +96,9 @@ class Processor:
         try:
             async with self._sessions.begin() as session:
                 done = await apply_batch(
-                    session, self._group_id, records, expected, horizon, self.cache, now
-                )
+                    session, self._group_id, records, expected, horizon, self.cache, now,
+                    self._partitions,
+                )  # fmt: skip
         except BaseException:
             self.cache.clear()  # what the failed transaction would have written is unknown
             raise
@@ -98,6 +106,11 @@ class Processor:
         self.cache.remember(done.before.since, done.before.events, done.added, done.evaluated)
         _observe(done, self.cache, time.perf_counter() - started)
         return done.committed
+
+    async def apply_signals(self, expected: dict[Partition, int | None]) -> None:
+        """Take the signals of the partitions held (``expected``) without records."""
+        if any(offset is not None for offset in expected.values()):
+            await self._apply_batch([], expected)
 
     async def _isolate(
         self, r: SourceRecord, expected: dict[Partition, int | None], exc: Exception

@@ -45,17 +45,18 @@ async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
     tune_gc()
     engine = create_engine(settings.database_url)
     clock = SystemClock()
+    source = await connect(settings, stop)
+    if source is None:
+        await engine.dispose()
+        return
     processor = Processor(
         sessionmaker(engine),
         settings.group_id,
         lambda: retention_horizon(settings.retention_days, clock.now_us()),
         cache_capacity=settings.known_capacity,
         clock=clock,
+        topic_partitions=lambda: source.topic_partitions(EVENTS_TOPIC),
     )
-    source = await connect(settings, stop)
-    if source is None:
-        await engine.dispose()
-        return
     log.info("aggregator consuming %s as group %s", EVENTS_TOPIC, settings.group_id)
     sender = HttpSender(
         settings.webhook_timeout_s,

@@ -103,6 +103,10 @@ class KafkaSource:
         )
         self._consumer.subscribe(list(topics), listener=_Listener(self))
 
+    def topic_partitions(self, topic: str) -> list[int]:
+        """The topic's partitions as the consumer's metadata knows them (empty: unknown)."""
+        return sorted(self._consumer.partitions_for_topic(topic) or ())
+
     def _assigned(self, partitions: list[Any]) -> None:
         self._hold(partitions)
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))

@@ -70,12 +70,28 @@ class TimerFirer:
                 funnel = found.get(timer.funnel_id)
                 rule = rule_to_fire(timer, funnel, self._fire_backfilled)
                 if funnel is not None and rule is not None:
-                    await self._fire(session, funnel, rule, timer, now)
+                    ids = await self._ids(session, funnel.project_id, timer)
+                    rule = rule if ids is not None else None
+                if funnel is not None and rule is not None and ids is not None:
+                    await self._fire(session, funnel, rule, timer, ids, now)
                 outcome = "skipped" if rule is None else "fired"
                 await timers.mark_timer(session, timer.id, outcome, now)
                 name = funnel.name if funnel is not None else ""
                 metrics.REMARKETING.labels(timer.funnel_id, name, timer.rule, outcome).inc()
         return len(due)
+
+    async def _ids(self, session: Session, project_id: str, timer: DueTimer) -> list[str] | None:
+        """The ids of the timer's person, or None when the timer is not to fire: its id is
+        part of another person now, or the person's timer for the same entry and occurrence
+        fired under another of their ids."""
+        root, ids = await identities.person_ids(session, project_id, timer.person_id)
+        if root != timer.person_id:
+            return None
+        if len(ids) > 1:
+            fired = await timers.fired_keys(session, timer.funnel_id, ids[1:])
+            if any(key == (timer.rule, timer.entry_t0_us, timer.occurrence) for _, key in fired):
+                return None
+        return ids
 
     async def _fire(
         self,
@@ -83,10 +99,10 @@ class TimerFirer:
         funnel: TimerFunnel,
         rule: RemarketingRule,
         timer: DueTimer,
+        ids: list[str],
         now: int,
     ) -> None:
         entry = await timers.stored_entry(session, timer)
-        ids = await identities.person_ids(session, funnel.project_id, timer.person_id)
         opening = await events.opening_events(session, funnel.project_id, ids, timer.entry_t0_us)
         message = remarketing_message(funnel, rule, timer, entry, opening, ids)
         await outbox.enqueue(session, message, now)

@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import logging
 import threading
-import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from shared.events import EVENTS_TOPIC
+from shared.events import EVENTS_TOPIC, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +139,6 @@ def _send_all(
         sent.add_callback(tally.acknowledged)
         sent.add_errback(tally.failed)
     return done
-
-
-def partition_for(key: bytes, partitions: Sequence[int]) -> int:
-    """The partition of a record key: CRC-32 of the key over the topic's partitions.
-
-    Stable across processes and restarts, so a person's events share a partition, which is
-    what divides the aggregators' work. Chosen here rather than by kafka-python's default
-    partitioner: its murmur2 is pure Python and cost a quarter of each send.
-    """
-    return partitions[zlib.crc32(key) % len(partitions)]
 
 
 class _Tally:

@@ -8,14 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
 
 from services.aggregator.processor import Processor
 from services.api.repository import funnels as api_funnels
 from services.api.schemas import FunnelIn
 from shared.clock import now_us
-from shared.events import EVENTS_TOPIC, CanonicalEvent
-from shared.tables import funnel_entries, identity_links, identity_refusals
+from shared.events import EVENTS_TOPIC, CanonicalEvent, partition_for, record_key
+from shared.tables import funnel_entries, identity_links, identity_refusals, person_signals
 from tests.helpers import create_key, records
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -166,21 +167,45 @@ async def test_two_users_with_links_of_their_own_stay_two_persons(sessions):
     await same_in_every_order(sessions, stream, ("a", "b"), {"U1": [2], "U2": [1]})
 
 
-async def test_links_and_refusals_are_stored(sessions):
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_links_and_refusals_are_stored_and_counted(sessions):
     await new_funnel(sessions, "proj", "a", "b")
     feed = Feed(sessions)
     await feed.finish_backfill()
+    links = _metric("funnel_identity_links_total")
+    refused = _metric("funnel_identity_links_refused_total", reason="already_linked")
     await feed.send([event("b", 3, user="W", anon="X"), event("b", 2, user="U", anon="X")])
     await feed.send([event("b", 9, user="U", anon="X")])  # repeats the link: nothing new
+    await feed.send([event("b", 10, user="W", anon="X")])  # a refused pair: refused once
+    assert _metric("funnel_identity_links_total") - links == 1
+    assert _metric("funnel_identity_links_refused_total", reason="already_linked") - refused == 1
     async with sessions() as session:
         links = (await session.execute(select(identity_links))).all()
         refusals = (await session.execute(select(identity_refusals))).all()
-    assert [(r.id, r.target, r.root, r.ts_us, r.event_id) for r in links] == [
-        ("X", "U", "U", (T0 + 2) * 1_000_000, "U-b-2")
+    assert [(r.id, r.target, r.ts_us, r.event_id) for r in links] == [
+        ("X", "U", (T0 + 2) * 1_000_000, "U-b-2")
     ]
     assert [(r.anon_id, r.user_id, r.reason) for r in refusals] == [
         ("X", "W", "already linked to U")
     ]
+
+
+async def test_an_anonymous_id_claimed_by_many_users_stays_cheap(sessions):
+    funnel_id = await new_funnel(sessions, "proj", "a", "b")
+    feed = Feed(sessions)
+    await feed.finish_backfill()
+    await feed.send([event("a", 0, anon="X")])
+    for batch in range(6):
+        await feed.send(
+            [event("b", 1 + batch * 50 + i, user=f"U{batch}-{i}", anon="X") for i in range(50)]
+        )
+    async with sessions() as session:
+        refusals = await session.scalar(select(func.count()).select_from(identity_refusals))
+    assert refusals == 299
+    assert (await reached(sessions, funnel_id))["U0-0"] == [2]
 
 
 async def test_a_funnel_defined_later_sees_the_links(sessions):
@@ -200,3 +225,71 @@ async def test_a_funnel_defined_later_sees_the_links(sessions):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+class TwoProcesses:
+    """Two aggregators, each holding one of the topic's two partitions: an event goes to
+    its key's partition (``partition_for``, as ingest sends it)."""
+
+    def __init__(self, sessions, group: str) -> None:
+        self.sessions = sessions
+        self.processors = [
+            Processor(sessions, group, horizon_us=lambda: 0, topic_partitions=lambda: [0, 1])
+            for _ in range(2)
+        ]
+        self.offsets = [0, 0]
+
+    async def start(self) -> None:
+        for i, p in enumerate(self.processors):
+            await p.load_offsets([(EVENTS_TOPIC, i)])
+            await p.backfill_step(100)
+
+    def expected(self, i: int) -> dict:
+        return {(EVENTS_TOPIC, i): self.offsets[i] or None}
+
+    async def send(self, e: CanonicalEvent) -> None:
+        i = partition_for(e.key, [0, 1])
+        await self.processors[i].apply(
+            records([e], partition=i, first_offset=self.offsets[i]), self.expected(i)
+        )
+        self.offsets[i] += 1
+
+    async def settle(self) -> None:
+        """Both take their signals until none is left."""
+        for _ in range(20):
+            async with self.sessions() as session:
+                left = await session.scalar(select(func.count()).select_from(person_signals))
+            if not left:
+                return
+            for i, p in enumerate(self.processors):
+                await p.apply_signals(self.expected(i))
+        raise AssertionError("signals keep coming")
+
+
+def _partition(id_: str, project: str) -> int:
+    return partition_for(record_key(project, id_), [0, 1])
+
+
+async def test_two_processes_merge_ids_of_different_partitions(sessions):
+    orders = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]]
+    for i, order in enumerate(orders):
+        project = f"two{i}"
+        anon = next(f"X{n}" for n in range(100) if _partition(f"X{n}", project) == 0)
+        user = next(f"U{n}" for n in range(100) if _partition(f"U{n}", project) == 1)
+        stream = [
+            event("landing", 1, anon=anon, project=project),
+            event("signup", 2, user=user, anon=anon, project=project),
+            event("purchase", 3, user=user, project=project),
+            event("landing", 4, anon=anon, project=project),
+        ]
+        funnel_id = await new_funnel(sessions, project, "landing", "signup", "purchase")
+        both = TwoProcesses(sessions, f"two-{i}")
+        await both.start()
+        for n in order:
+            await both.send(stream[n])
+            if n == 1:
+                # The link is the anonymous id's owner's to write: signalled, not written.
+                async with sessions() as session:
+                    assert await session.scalar(select(func.count()).select_from(person_signals))
+        await both.settle()
+        assert await reached(sessions, funnel_id) == {user: [3, 1]}, order

@@ -303,3 +303,64 @@ async def test_concurrent_delivery_workers_send_each_webhook_once(world):
         world.clock.now_s += 10
     assert len(world.receiver.received) == 120
     assert world.receiver.duplicates() == 0
+
+
+def ided(name: str, at_s: float, *, user: str | None = None, anon: str | None = None):
+    """An event with the SDK's ids: a user id, an anonymous id or both."""
+    e = canonical(user or anon or "", name, at_s)
+    e.user_id, e.anonymous_id = user, anon
+    return e
+
+
+async def test_an_identified_visitor_is_one_person_for_remarketing(world):
+    await world.funnel_and_hook([RULES[0]])
+    t0 = world.clock.now_s
+    await world.feed(ided("visit", t0, anon="anon-buys"), ided("visit", t0, anon="anon-waits"))
+    await world.advance_to(t0 + 3 * DAY)
+    await world.feed(
+        ided("signup", t0 + 3 * DAY, user="buyer", anon="anon-buys"),
+        ided("signup", t0 + 3 * DAY, user="waiter", anon="anon-waits"),
+    )
+    await world.advance_to(t0 + 5 * DAY)
+    await world.feed(ided("buy", t0 + 5 * DAY, user="buyer"))
+    await world.advance_to(t0 + 20 * DAY, step_s=6 * 3600)
+    assert fired(world.receiver) == {"waiter": [("7-day", 0)]}
+    (message,) = world.receiver.unique().values()
+    assert message["data"]["ids"] == ["waiter", "anon-waits"]
+    assert world.receiver.duplicates() == 0
+
+
+async def test_a_timer_fired_before_the_merge_does_not_fire_again(world):
+    await world.funnel_and_hook([RULES[0]])
+    t0 = world.clock.now_s
+    await world.feed(ided("visit", t0, anon="anon"))
+    await world.advance_to(t0 + 8 * DAY)  # fired under the anonymous id
+    await world.feed(ided("signup", t0 + 8 * DAY, user="user", anon="anon"))
+    await world.advance_to(t0 + 20 * DAY, step_s=6 * 3600)
+    assert fired(world.receiver) == {"anon": [("7-day", 0)]}
+
+
+async def test_steps_announced_under_the_anonymous_id_are_not_announced_again(world):
+    await world.funnel_and_hook([RULES[0]])
+    hook = await world.api.post(
+        "/v1/webhooks", json={"url": world.receiver.url, "event_types": ["funnel.step_reached"]}
+    )
+    assert hook.status_code == 201, hook.text
+    world.receiver.secret = hook.json()["secret"]
+    while await world.processor.backfill_step(100):
+        pass  # live from the first event on: a backfill announces nothing
+    t0 = world.clock.now_s
+    await world.feed(ided("visit", t0, anon="anon"))
+    await world.feed(ided("signup", t0 + 60, user="user", anon="anon"))
+    await world.feed(ided("buy", t0 + 120, user="user"))
+    await world.advance_to(t0 + 3600)
+    steps = sorted(
+        (m["data"]["step"]["step"], m["data"]["person_id"], tuple(m["data"]["ids"]))
+        for m in world.receiver.unique().values()
+        if m["type"] == "funnel.step_reached"
+    )
+    assert steps == [
+        (1, "anon", ("anon",)),
+        (2, "user", ("user", "anon")),
+        (3, "user", ("user", "anon")),
+    ]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ARRAY, Text, any_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.aggregator.identity import Claim, Link, Refusal, Resolution
+from services.aggregator.identity import Claim, Link, Refusal
 from services.aggregator.person_cache import PersonKey
 from services.aggregator.repository.scan import CHUNK
 from shared.db import insert_ignoring, is_postgres
@@ -72,52 +72,50 @@ async def component(session: AsyncSession, project_id: str, seeds: Iterable[str]
     return list(found.values())
 
 
-@dataclass(frozen=True, slots=True)
-class StoredLink:
-    link: Link
-    root: str
-
-
 async def stored_links(
     session: AsyncSession, project_id: str, ids: Iterable[str]
-) -> dict[str, StoredLink]:
+) -> dict[str, Link]:
     """The stored links of these ids (ids without one are roots)."""
     c = identity_links.c
     found = {}
     for chunk in _chunks(ids):
-        stmt = select(c.id, c.target, c.root, c.ts_us, c.event_id).where(
+        stmt = select(c.id, c.target, c.ts_us, c.event_id).where(
             c.project_id == project_id, _among(session, c.id, chunk, "ids")
         )
-        for id_, target, root, ts, event_id in await session.execute(stmt):
-            found[id_] = StoredLink(Link(id_, target, ts, event_id), root)
+        for id_, target, ts, event_id in await session.execute(stmt):
+            found[id_] = Link(id_, target, ts, event_id)
     return found
 
 
 async def stored_refusals(
     session: AsyncSession, project_id: str, anons: Iterable[str]
-) -> set[tuple[str, str]]:
-    """(event id, anonymous id) of the stored refusals of claims of these anonymous ids."""
+) -> dict[tuple[str, str], Refusal]:
+    """The stored refusals of claims of these anonymous ids, by (event id, anonymous id)."""
     c = identity_refusals.c
-    found: set[tuple[str, str]] = set()
+    found: dict[tuple[str, str], Refusal] = {}
     for chunk in _chunks(anons):
-        stmt = select(c.event_id, c.anon_id).where(
+        stmt = select(c.event_id, c.anon_id, c.user_id, c.ts_us, c.reason).where(
             c.project_id == project_id, _among(session, c.anon_id, chunk, "ids")
         )
-        found.update((e, a) for e, a in await session.execute(stmt))
+        for event_id, anon, user, ts, reason in await session.execute(stmt):
+            found[(event_id, anon)] = Refusal(Claim(ts, event_id, anon, user), reason)
     return found
 
 
-async def save_resolution(
+async def save_links(
     session: AsyncSession,
     project_id: str,
     ids: Sequence[str],
-    resolution: Resolution,
-    stored: Mapping[str, StoredLink],
+    links: dict[str, Link],
+    refusals: Sequence[Refusal],
+    stored: dict[str, Link],
+    refused: dict[tuple[str, str], Refusal],
 ) -> None:
-    """Make the stored links and refusals of the component of ``ids`` equal ``resolution``
-    (``stored``: its links as stored now)."""
-    roots = resolution.roots()
-    gone = [i for i in stored if i not in roots or _row(stored[i]) != _new(resolution, roots, i)]
+    """Make the stored links and refusals of ``ids`` (as anonymous ids) equal ``links``
+    and ``refusals`` (``stored`` and ``refused``: as stored now). Only rows that differ
+    are written: an id claimed by thousands keeps its thousands of refusals as they are."""
+    mine = set(ids)
+    gone = [i for i in mine if i in stored and links.get(i) != stored[i]]
     li, re_ = identity_links.c, identity_refusals.c
     for chunk in _chunks(gone):
         await session.execute(
@@ -126,32 +124,24 @@ async def save_resolution(
             )
         )
     rows = [
-        {"project_id": project_id, **_new(resolution, roots, i)}
-        for i in sorted(roots)
-        if i not in stored or i in gone
-    ]
+        {"project_id": project_id, "id": i, "target": link.target, "ts_us": link.ts,
+         "event_id": link.event_id}
+        for i, link in sorted(links.items())
+        if i in mine and stored.get(i) != link
+    ]  # fmt: skip
     if rows:
         await session.execute(identity_links.insert(), rows)
-    for chunk in _chunks(ids):
+    wanted = {(r.claim.event_id, r.claim.anon): r for r in refusals if r.claim.anon in mine}
+    stale = [key for key, r in refused.items() if wanted.get(key) != r]
+    for event_id, anon in stale:
         await session.execute(
             delete(identity_refusals).where(
-                re_.project_id == project_id, _among(session, re_.anon_id, chunk, "ids")
+                re_.project_id == project_id, re_.event_id == event_id, re_.anon_id == anon
             )
         )
-    if resolution.refusals:
-        await session.execute(
-            identity_refusals.insert(), [_refusal(project_id, r) for r in resolution.refusals]
-        )
-
-
-def _row(s: StoredLink) -> dict[str, Any]:
-    link = s.link
-    return {"id": link.id, "target": link.target, "root": s.root, "ts_us": link.ts,
-            "event_id": link.event_id}  # fmt: skip
-
-
-def _new(resolution: Resolution, roots: Mapping[str, str], id_: str) -> dict[str, Any]:
-    return _row(StoredLink(resolution.links[id_], roots[id_]))
+    new = [_refusal(project_id, r) for key, r in wanted.items() if refused.get(key) != r]
+    if new:
+        await session.execute(identity_refusals.insert(), new)
 
 
 def _refusal(project_id: str, r: Refusal) -> dict[str, Any]:
@@ -162,59 +152,97 @@ def _refusal(project_id: str, r: Refusal) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class Known:
-    """What is stored of some ids' persons: the link of each linked id, and the ids linked
-    to each root."""
+    """What is stored of some ids' persons: the links seen, and each root's linked ids
+    (through chains of links)."""
 
-    links: dict[PersonKey, StoredLink] = field(default_factory=dict)
+    links: dict[PersonKey, Link] = field(default_factory=dict)
     members: dict[PersonKey, set[str]] = field(default_factory=lambda: defaultdict(set))
 
-    @property
-    def roots(self) -> dict[PersonKey, str]:
-        return {key: s.root for key, s in self.links.items()}
-
     def root(self, key: PersonKey) -> str:
-        found = self.links.get(key)
-        return found.root if found is not None else key[1]
+        id_, seen = key[1], set()
+        while (link := self.links.get((key[0], id_))) is not None and id_ not in seen:
+            seen.add(id_)
+            id_ = link.target
+        return id_
 
     def tangled(self, key: PersonKey) -> bool:
         """Whether the id is linked or has ids linked to it."""
-        return key in self.links or key in self.members
+        return key in self.links or bool(self.members.get(key))
 
 
 async def known(
     session: AsyncSession, ids: Iterable[PersonKey], others: Iterable[PersonKey] = ()
 ) -> Known:
-    """The persons of these ids, one statement per project: the link of those that are
-    linked, and the ids linked to those that are roots; of the ``others``, only their links."""
-    by_project: dict[str, set[str]] = defaultdict(set)
-    extra: dict[str, set[str]] = defaultdict(set)
-    for project, id_ in ids:
-        by_project[project].add(id_)
-    for project, id_ in others:
-        extra[project].add(id_)
+    """The persons of these ids: their links up to their roots and every id linked to those
+    roots; of the ``others``, their links only. One statement per project for ids without
+    links (the common case), a few more along chains of links."""
+    wanted = set(ids)
     found = Known()
-    c = identity_links.c
-    for project in sorted(by_project.keys() | extra.keys()):
-        people, also = by_project[project], extra[project]
-        for chunk in _chunks(people | also):
-            which = _among(session, c.id, chunk, "ids")
-            roots = [i for i in chunk if i in people]
-            if roots:
-                which = or_(which, _among(session, c.root, roots, "roots"))
-            stmt = select(c.id, c.target, c.root, c.ts_us, c.event_id).where(
-                c.project_id == project, which
-            )
-            for id_, target, root, ts, event_id in await session.execute(stmt):
-                if id_ in people or id_ in also:
-                    link = Link(id_, target, ts, event_id)
-                    found.links[(project, id_)] = StoredLink(link, root)
-                if root in people:
-                    found.members[(project, root)].add(id_)
+    children: dict[PersonKey, set[str]] = defaultdict(set)
+    asked_up: set[PersonKey] = set()
+    asked_down: set[PersonKey] = set()
+    up, down = wanted | set(others), set(wanted)
+    while up or down:
+        await _links_round(session, up, down, found, children)
+        asked_up |= up
+        asked_down |= down
+        up = {(p, link.target) for (p, _), link in found.links.items()} - asked_up
+        roots = {(k[0], found.root(k)) for k in wanted}
+        below = {(p, child) for key in asked_down for p, child in _keyed(key, children)}
+        down = (roots | below) - asked_down
+    for key in wanted:
+        root = (key[0], found.root(key))
+        if root not in found.members:
+            found.members[root] = _descendants(root, children)
     return found
 
 
-async def person_ids(session: AsyncSession, project_id: str, root: str) -> list[str]:
-    """The person's ids: the root first, then every id linked to it in order."""
+def _keyed(key: PersonKey, children: dict[PersonKey, set[str]]) -> Iterable[PersonKey]:
+    return ((key[0], child) for child in children.get(key, ()))
+
+
+def _descendants(root: PersonKey, children: dict[PersonKey, set[str]]) -> set[str]:
+    found: set[str] = set()
+    todo = [root]
+    while todo:
+        for child in _keyed(todo.pop(), children):
+            if child[1] not in found and child != root:
+                found.add(child[1])
+                todo.append(child)
+    return found
+
+
+async def _links_round(
+    session: AsyncSession,
+    up: set[PersonKey],
+    down: set[PersonKey],
+    found: Known,
+    children: dict[PersonKey, set[str]],
+) -> None:
+    """Read the links of the ``up`` ids and the links to the ``down`` ids."""
+    by_project: dict[str, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    for project, id_ in up:
+        by_project[project][0].add(id_)
+    for project, id_ in down:
+        by_project[project][1].add(id_)
     c = identity_links.c
-    stmt = select(c.id).where(c.project_id == project_id, c.root == root)
-    return [root, *sorted((await session.scalars(stmt)).all())]
+    for project, (ups, downs) in sorted(by_project.items()):
+        which = []
+        if ups:
+            which.append(_among(session, c.id, sorted(ups), "ids"))
+        if downs:
+            which.append(_among(session, c.target, sorted(downs), "targets"))
+        stmt = select(c.id, c.target, c.ts_us, c.event_id).where(
+            c.project_id == project, or_(*which)
+        )
+        for id_, target, ts, event_id in await session.execute(stmt):
+            found.links[(project, id_)] = Link(id_, target, ts, event_id)
+            children[(project, target)].add(id_)
+
+
+async def person_ids(session: AsyncSession, project_id: str, person: str) -> tuple[str, list[str]]:
+    """The root of the id's person and the person's ids: the root first, then every id
+    linked to it in order."""
+    found = await known(session, [(project_id, person)])
+    root = found.root((project_id, person))
+    return root, [root, *sorted(found.members.get((project_id, root), ()))]

@@ -9,7 +9,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.model import Partition
-from shared.db import insert_ignoring
+from shared.db import insert_ignoring, is_postgres
 from shared.tables import aggregator_progress, consumer_offsets
 
 
@@ -28,6 +28,30 @@ async def load_offsets(
         for r in await session.execute(stmt)
         if (r.topic, r.partition) in wanted
     }
+
+
+async def hold_offsets(
+    session: AsyncSession, group_id: str, expected: Mapping[Partition, int | None]
+) -> None:
+    """Lock the stored offsets of the partitions this consumer holds (PostgreSQL: until the
+    transaction ends) and check that they are where it expects them (``StaleOffsets`` if
+    not): a transaction that writes persons of these partitions holds them, so two
+    consumers never write the persons of one partition at once."""
+    held = {p: o for p, o in expected.items() if o is not None}
+    if not held:
+        return
+    c = consumer_offsets.c
+    stmt = (
+        select(c.topic, c.partition, c.next_offset)
+        .where(c.group_id == group_id, c.partition.in_(sorted({p for _, p in held})))
+        .order_by(c.topic, c.partition)
+    )
+    if is_postgres(session):
+        stmt = stmt.with_for_update()
+    found = {(r.topic, r.partition): r.next_offset for r in await session.execute(stmt)}
+    for partition, offset in sorted(held.items()):
+        if found.get(partition) != offset:
+            raise StaleOffsets(f"{partition[0]}[{partition[1]}] moved past {offset}")
 
 
 async def advance_offsets(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -66,3 +67,11 @@ async def subscribed_types(session: AsyncSession, project_id: str) -> set[str]:
         select(e.event_types).where(e.project_id == project_id, e.disabled_at_us.is_(None))
     )
     return {t for (types,) in rows for t in types}
+
+
+async def existing(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    """Which of these message ids are stored."""
+    if not ids:
+        return set()
+    m = webhook_messages.c
+    return set((await session.scalars(select(m.id).where(m.id.in_(sorted(set(ids)))))).all())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, select, update
+from sqlalchemy import bindparam, delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.changes import ProgressChanges, Stored
@@ -92,40 +92,16 @@ async def count_changes(session: AsyncSession, changed: Iterable[tuple[str, str,
     await session.execute(stmt, rows)
 
 
-async def remove_person(
-    session: AsyncSession, funnel_id: str, person_id: str, root: str
-) -> dict[int, int]:
-    """Delete an id's entries, touches and pending timers in the funnel now that it is part
-    of ``root``'s person; its fired timers become the person's (a fired timer stands for
-    its entry and occurrence: the person's pending twin goes). Return how far each of its
-    clean entries got, by start instant."""
-    e, t = funnel_entries.c, remarketing_timers.c
-    rows = await session.execute(
-        select(e.t0_us, e.reached).where(
-            e.funnel_id == funnel_id, e.person_id == person_id, e.disqualified.is_(False)
-        )
-    )
-    reached: dict[int, int] = {}
-    for t0, n in rows:
-        reached[t0] = max(reached.get(t0, 0), n)
+async def remove_person(session: AsyncSession, funnel_id: str, person_id: str) -> None:
+    """Delete an id's entries, touches and pending timers in the funnel: it is part of
+    another person now (its fired timers stay, standing for the person's)."""
     for table in (funnel_entries, funnel_touches):
         await session.execute(
             delete(table).where(table.c.funnel_id == funnel_id, table.c.person_id == person_id)
         )
-    mine = and_(t.funnel_id == funnel_id, t.person_id == person_id)
-    await session.execute(delete(remarketing_timers).where(mine, t.status == "pending"))
-    key = (t.rule, t.entry_t0_us, t.occurrence)
-    fired = (await session.execute(select(t.id, *key).where(mine))).all()
-    for id_, rule, t0, occurrence in fired:
-        twin = and_(
-            t.funnel_id == funnel_id, t.person_id == root, t.rule == rule,
-            t.entry_t0_us == t0, t.occurrence == occurrence,
-        )  # fmt: skip
-        await session.execute(delete(remarketing_timers).where(twin, t.status == "pending"))
-        if await session.scalar(select(t.id).where(twin)) is not None:
-            await session.execute(delete(remarketing_timers).where(t.id == id_))
-        else:
-            await session.execute(
-                update(remarketing_timers).where(t.id == id_).values(person_id=root)
-            )
-    return reached
+    t = remarketing_timers.c
+    await session.execute(
+        delete(remarketing_timers).where(
+            t.funnel_id == funnel_id, t.person_id == person_id, t.status == "pending"
+        )
+    )

@@ -100,3 +100,21 @@ async def stored_entry(session: AsyncSession, timer: DueTimer) -> Entry | None:
         return None
     values = {k: tuple(v) for k, v in row.step_values.items()}
     return Entry(timer.entry_t0_us, tuple(row.step_times), False, values)
+
+
+async def fired_keys(
+    session: AsyncSession, funnel_id: str, people: Sequence[str]
+) -> list[tuple[str, tuple[str, int, int]]]:
+    """The (person, (rule, entry start, occurrence)) of these persons' timers that fired."""
+    t = remarketing_timers.c
+    found = []
+    for i in range(0, len(people), CHUNK):
+        rows = await session.execute(
+            select(t.person_id, t.rule, t.entry_t0_us, t.occurrence).where(
+                t.funnel_id == funnel_id,
+                t.person_id.in_(people[i : i + CHUNK]),
+                t.status == "fired",
+            )
+        )
+        found += [(person, (rule, t0, n)) for person, rule, t0, n in rows]
+    return found

@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.routes import admin, freshness, funnels, planning, reports, sharing, webhooks
+from services.api.routes import (
+    admin,
+    freshness,
+    funnels,
+    persons,
+    planning,
+    reports,
+    sharing,
+    webhooks,
+)
 
 # In this order in the OpenAPI document.
 ROUTERS: tuple[APIRouter, ...] = (
@@ -14,6 +23,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     planning.router,
     funnels.router,
     reports.router,
+    persons.router,
     webhooks.router,
     sharing.router,
     admin.router,

@@ -2,9 +2,11 @@
 
 * ``identity_claims``: what events claimed (an anonymous id is a user's), insert-only and
   deduplicated by project, event and anonymous id.
-* ``identity_links``: what the claims resolve to, one row per linked id (its target, its
-  root, the claim's instant and event); an id without a row is a root.
-* ``identity_refusals``: refused claims with the reason.
+* ``identity_links``: what the claims resolve to, one row per linked id (its target, the
+  claim's instant and event); an id without a row is a person's root.
+* ``identity_refusals``: refused claims (one per pair of ids) with the reason.
+* ``person_signals``: work for a partition's owner: an id to re-resolve, a person to
+  re-evaluate from an instant on.
 
 Revision ID: 0011
 Revises: 0010
@@ -44,13 +46,12 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(length=64), nullable=False),
         sa.Column("id", sa.String(length=256), nullable=False),
         sa.Column("target", sa.String(length=256), nullable=False),
-        sa.Column("root", sa.String(length=256), nullable=False),
         sa.Column("ts_us", sa.BigInteger(), nullable=False),
         sa.Column("event_id", sa.String(length=128), nullable=False),
         sa.PrimaryKeyConstraint("project_id", "id", name=op.f("pk_identity_links")),
     )
     op.create_index(
-        op.f("ix_identity_links_project_id_root"), "identity_links", ["project_id", "root"]
+        op.f("ix_identity_links_project_id_target"), "identity_links", ["project_id", "target"]
     )
     op.create_table(
         "identity_refusals",
@@ -70,8 +71,29 @@ def upgrade() -> None:
         ["project_id", "user_id"],
     )
 
+    op.create_table(
+        "person_signals",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("topic", sa.String(length=249), nullable=False),
+        sa.Column("partition", sa.Integer(), nullable=False),
+        sa.Column("project_id", sa.String(length=64), nullable=False),
+        sa.Column("person_id", sa.String(length=256), nullable=False),
+        sa.Column("reason", sa.String(length=16), nullable=False),
+        sa.Column("since_us", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_person_signals")),
+    )
+    op.create_index(
+        op.f("ix_person_signals_topic_partition"), "person_signals", ["topic", "partition"]
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("person_signals")
     op.drop_table("identity_refusals")
     op.drop_table("identity_links")
     op.drop_table("identity_claims")
