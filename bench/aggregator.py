@@ -24,7 +24,7 @@ from services.api.repository import progress as api_progress
 from services.devstack import EmbeddedBroker, create_topics, free_port, spawn, stop_process
 from shared.clock import now_us
 from shared.db import create_engine, sessionmaker
-from shared.events import EVENTS_TOPIC
+from shared.events import EVENTS_TOPIC, partition_for
 from shared.funnel import US, FunnelDefinition, definition_from_doc
 from shared.tables import consumer_offsets
 from shared.tables import funnels as funnels_table
@@ -264,7 +264,11 @@ def _merging_run(persons: int, per_person: int, share: float) -> float:
         total = 0
         for chunk in _identified_chunks(persons, per_person, share):
             for key, value, headers in wire(chunk):
-                producer.send(EVENTS_TOPIC, key=key, value=value, headers=headers)
+                # As ingest sends: the partition that owns the key's id.
+                partition = partition_for(key, range(8))
+                producer.send(
+                    EVENTS_TOPIC, key=key, value=value, headers=headers, partition=partition
+                )
                 total += 1
         producer.flush()
         producer.close()

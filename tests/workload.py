@@ -8,7 +8,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from shared.events import SCHEMA_HEADER, SCHEMA_VERSION, CanonicalEvent
+from shared.events import (
+    SCHEMA_HEADER,
+    SCHEMA_VERSION,
+    CanonicalEvent,
+    partition_for,
+    record_key,
+)
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 NAMES = ("visit", "signup", "activate", "pay", "browse")
@@ -50,9 +56,10 @@ def merging(
     anonymous: their events before a random one under an anonymous id, that one under both
     ids (the link), the rest under the user id; the merged counts equal the stream's. With
     ``partitions``, each anonymous id's record key lands on another partition than its user
-    id's (Kafka's default partitioner). ``refused``: that share of the merged persons' anonymous
-    ids is claimed again, by the next merged person's user id, in an extra event after the
-    link (refused: it links to one user id only; the event counts for that next user).
+    id's (by ``partition_for``, as ingest sends them). ``refused``: that share of the merged
+    persons' anonymous ids is claimed again, by the next merged person's user id, in an
+    extra event after the link (refused: an id links to one user id only; the event counts
+    for that next user).
     """
     rng = random.Random(seed)
     by_person: dict[str, list[CanonicalEvent]] = {}
@@ -83,10 +90,10 @@ def merging(
 def _anonymous_id(project: str, person: str, partitions: int | None) -> str:
     if partitions is None:
         return f"anon-{person}"
-    from kafka.partitioner.default import murmur2
+    spread = range(partitions)
 
     def partition(person_id: str) -> int:
-        return int(murmur2(f"{project}/{person_id}".encode()) & 0x7FFFFFFF) % partitions
+        return partition_for(record_key(project, person_id), spread)
 
     return next(
         anon
