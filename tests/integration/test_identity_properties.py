@@ -13,15 +13,18 @@ import asyncio
 import itertools
 from collections import Counter
 
+import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from services.aggregator.processor import Processor
 from services.aggregator.timers import TimerFirer
+from services.api.app import create_app
 from services.api.reports.python import Window, funnel_report
 from services.api.repository import funnels as api_funnels
 from services.api.repository import progress as api_progress
+from services.api.settings import ApiSettings
 from shared.clock import now_us
 from shared.db import create_engine, sessionmaker
 from shared.events import format_time, from_micros
@@ -31,7 +34,7 @@ from shared.tables import webhook_messages
 from tests.helpers import create_key, records
 from tests.identity_streams import identity_streams, shifted, to_canonical
 from tests.oracle import entries_of, oracle_report
-from tests.oracle_identity import Sent, identities, persons
+from tests.oracle_identity import Refusal, Sent, identities, persons
 from tests.oracle_timers import Due, oracle_timers
 from tests.unit.test_engine_properties import definitions
 
@@ -81,12 +84,12 @@ def test_linked_ids_through_the_database_equal_the_oracle(
 async def _check(database_url, doc, delivered: list[Sent], cut, chunk, seed) -> None:
     engine = create_engine(database_url)
     try:
-        await _compare(sessionmaker(engine), doc, delivered, cut, chunk, seed)
+        await _compare(sessionmaker(engine), database_url, doc, delivered, cut, chunk, seed)
     finally:
         await engine.dispose()
 
 
-async def _compare(sessions, doc, delivered: list[Sent], cut, chunk, seed) -> None:
+async def _compare(sessions, url, doc, delivered: list[Sent], cut, chunk, seed) -> None:
     project = f"ident{next(_projects)}"
     flat = [to_canonical(project, e) for e in delivered]
     seed.shuffle(flat)
@@ -120,6 +123,7 @@ async def _compare(sessions, doc, delivered: list[Sent], cut, chunk, seed) -> No
         p for p, es in merged.items() if entries_of(f, es)
     }
     assert await _pending(sessions, funnel_id) == oracle_timers(f, merged)
+    await _check_persons(sessions, url, project, delivered, entries)
     firer = TimerFirer(sessions, FarClock(), fire_backfilled=True)
     while await firer.fire_due():
         pass
@@ -128,6 +132,53 @@ async def _compare(sessions, doc, delivered: list[Sent], cut, chunk, seed) -> No
         (person, rule, format_time(from_micros(t0)), n, tuple(found.ids(person)))
         for person, rule, t0, n, _ in oracle_timers(f, merged)
     )
+
+
+async def _check_persons(sessions, url, project: str, delivered: list[Sent], entries) -> None:
+    """GET /v1/persons/{id} by every id with events or a link: the oracle's person, ids,
+    links, refusals of its ids (a pair's first, as stored), first and last seen, entries."""
+    found = identities(delivered)
+    merged = persons(delivered)
+    first_refusals: dict[tuple[str, str], Refusal] = {}
+    for r in found.refusals:
+        first_refusals.setdefault((r.claim.anon, r.claim.user), r)
+    async with sessions.begin() as session:
+        key = await create_key(session, project, "read")
+    app = create_app(ApiSettings(database_url=url, report_max_stale_s=0))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers=headers
+        ) as api:
+            for id_ in sorted({e.person_id for e in delivered} | set(found.target)):
+                answer = await api.get(f"/v1/persons/{id_}")
+                assert answer.status_code == 200, (id_, answer.text)
+                body = answer.json()
+                root = found.root(id_)
+                ids = found.ids(id_)
+                assert (body["person_id"], body["ids"]) == (root, ids), id_
+                assert sorted(
+                    (k["id"], k["linked_to"], k["event_id"]) for k in body["links"]
+                ) == sorted((i, c.user, c.event_id) for i, c in found.target.items() if i in ids)
+                assert sorted(
+                    (r["anonymous_id"], r["user_id"], r["event_id"], r["reason"])
+                    for r in body["refused_links"]
+                ) == sorted(
+                    (r.claim.anon, r.claim.user, r.claim.event_id, r.reason)
+                    for r in first_refusals.values()
+                    if r.claim.anon in ids or r.claim.user in ids
+                )
+                times = [e.ts for e in merged.get(root, [])]
+                assert (body["first_seen"], body["last_seen"]) == (
+                    (format_time(from_micros(min(times))), format_time(from_micros(max(times))))
+                    if times
+                    else (None, None)
+                )
+                shown = [e["entry_time"] for fu in body["funnels"] for e in fu["entries"]]
+                assert sorted(shown) == sorted(
+                    format_time(from_micros(e.t0)) for e in entries.get(root, [])
+                )
 
 
 async def _pending(sessions, funnel_id: str) -> set[Due]:
