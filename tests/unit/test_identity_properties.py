@@ -32,7 +32,7 @@ def resolution(delivered: list[Sent]) -> identity.Resolution:
     )
 
 
-@examples(300)
+@examples(100)
 @given(stream=identity_streams())
 def test_links_equal_the_oracles(stream):
     events, delivered = stream
@@ -44,7 +44,7 @@ def test_links_equal_the_oracles(stream):
     assert {i: got.root(i) for i in ids} == {i: want.root(i) for i in ids}
 
 
-@examples(300)
+@examples(100)
 @given(stream=identity_streams())
 def test_the_first_refusal_of_each_pair_of_ids_equals_the_oracles(stream):
     """The oracle refuses every claim of a pair; the aggregator records a pair's first."""
@@ -58,7 +58,7 @@ def test_the_first_refusal_of_each_pair_of_ids_equals_the_oracles(stream):
     assert {pair: (c.ts, c.event_id, reason) for pair, (c, reason) in got.items()} == want
 
 
-@examples(200)
+@examples(100)
 @given(
     doc=definitions(),
     rule=st.sampled_from(RULES),

@@ -28,7 +28,7 @@ RULES = [
 ]
 
 
-@examples(200)
+@examples(100)
 @given(data=st.data(), events=identified_events())
 def test_links_and_persons_depend_on_the_set_of_events_only(data, events):
     one, other = data.draw(deliveries(events)), data.draw(deliveries(events))
@@ -36,7 +36,7 @@ def test_links_and_persons_depend_on_the_set_of_events_only(data, events):
     assert persons(one) == persons(other) == persons(events)
 
 
-@examples(200)
+@examples(100)
 @given(stream=identity_streams())
 def test_every_id_has_one_person_and_each_link_follows_the_rules(stream):
     events, delivered = stream
@@ -56,7 +56,7 @@ def test_every_id_has_one_person_and_each_link_follows_the_rules(stream):
     assert claimed.isdisjoint(found.target.values())
 
 
-@examples(200)
+@examples(100)
 @given(doc=definitions(optional=True), rule=st.sampled_from(RULES), events=streams())
 def test_the_oracles_occurrences_equal_the_engines(doc, rule, events):
     doc["remarketing"] = [{**rule, "goal_step": len(doc["steps"])}]
