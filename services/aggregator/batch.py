@@ -156,7 +156,7 @@ async def apply_batch(
     relinked = await linking.relink(session, owner, claims, added, known, resolve_ids)
     wanted = _wanted(since, concerned, batch.partitions, known, relinked, taken, horizon_us)
     everywhere = set(batch.moves) or {(owner.topic, p) for p in held}
-    merged = await linking.merged_persons(session, owner, wanted, active, everywhere)
+    merged = await linking.merged_persons(session, owner, wanted, active, everywhere, cache, added)
     await linking.demote(session, relinked.demoted(), active)
     plain = _plain(before, added, known, relinked, merged)
     groups = reevaluate.groups(
@@ -165,9 +165,9 @@ async def apply_batch(
         Histories(
             {**plain.before.events, **merged.events},
             {**plain.before.since, **merged.since},
-            plain.before.cached,
+            {**plain.before.cached, **merged.cached},
         ),
-        {**plain.added, **{key: [] for key in merged.events}},
+        {**plain.added, **merged.added},
         {**concerned, **merged.concerned},
         merged.events.keys(),
     )
@@ -181,10 +181,14 @@ async def apply_batch(
     await offsets.advance_offsets(session, group_id, batch.moves, now_us)
     stored = sum(len(new) for new in added.values())
     outcomes = {**batch.outcomes, "stored": stored, "duplicate": len(batch.fresh) - stored}
-    kept = {k: v for k, v in evaluated.items() if k in plain.added or k in plain.before.since}
+    read = Histories(
+        {**plain.before.events, **merged.events},
+        {**plain.before.since, **merged.since},
+        {**plain.before.cached, **merged.cached},
+    )
     return Applied(
-        batch.fresh, plain.before, plain.added, kept, batch.moves, outcomes,
-        plain.forget | merged.events.keys(), relinked,
+        batch.fresh, read, {**plain.added, **merged.added}, dict(evaluated), batch.moves,
+        outcomes, plain.forget, relinked,
     )  # fmt: skip
 
 
@@ -206,9 +210,10 @@ def _wanted(
             wanted.add(key, bound, concerned.get(key, ()), partitions.get(key, ()))
     for s in taken:
         if s.reason == linking.EVALUATE:
-            wanted.add((s.project_id, s.person_id), max(s.since_us, horizon_us), (), ())
+            bound = max(s.since_us, horizon_us)
+            wanted.add((s.project_id, s.person_id), bound, (), (), fresh=True)
     for key in relinked.affected():
-        wanted.add(key, horizon_us, (), ())
+        wanted.add(key, horizon_us, (), (), fresh=True)
     return wanted
 
 

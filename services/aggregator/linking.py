@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from services.aggregator.engine import PersonEvent
 from services.aggregator.identity import Claim, Link, Refusal, claims_of, redundant, resolve
 from services.aggregator.model import ActiveFunnel, Partition, Signal
-from services.aggregator.person_cache import PersonKey
+from services.aggregator.person_cache import CachedPerson, PersonCache, PersonKey
 from services.aggregator.reevaluate import bound_groups
 from services.aggregator.repository import Session, events, identities, progress
 from services.aggregator.repository.identities import Known
@@ -175,6 +175,9 @@ class Merged:
     partitions: dict[PersonKey, set[Partition]] = field(default_factory=lambda: defaultdict(set))
     ids: dict[PersonKey, list[str]] = field(default_factory=dict)
     signals: list[Signal] = field(default_factory=list)
+    # Persons the person cache holds: ``events`` came from it, ``added`` are the batch's.
+    cached: dict[PersonKey, CachedPerson] = field(default_factory=dict)
+    added: dict[PersonKey, list[PersonEvent]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -184,13 +187,21 @@ class Wanted:
     bounds: dict[PersonKey, int] = field(default_factory=dict)
     concerned: dict[PersonKey, set[str]] = field(default_factory=lambda: defaultdict(set))
     partitions: dict[PersonKey, set[Partition]] = field(default_factory=lambda: defaultdict(set))
+    fresh: set[PersonKey] = field(default_factory=set)  # not from the cache: read them
 
     def add(
-        self, key: PersonKey, bound: int, funnels: Iterable[str], parts: Iterable[Partition]
+        self,
+        key: PersonKey,
+        bound: int,
+        funnels: Iterable[str],
+        parts: Iterable[Partition],
+        fresh: bool = False,
     ) -> None:
         self.bounds[key] = min(self.bounds.get(key, bound), bound)
         self.concerned[key].update(funnels)
         self.partitions[key].update(parts)
+        if fresh:
+            self.fresh.add(key)
 
 
 async def merged_persons(
@@ -199,19 +210,28 @@ async def merged_persons(
     wanted: Wanted,
     funnels: Sequence[ActiveFunnel],
     everywhere: set[Partition],
+    cache: PersonCache,
+    added: Mapping[PersonKey, Sequence[PersonEvent]],
 ) -> Merged:
     """Evaluate the persons of the ``wanted`` ids whose roots this batch owns; signal the
-    owners of the others."""
+    owners of the others.
+
+    A person the cache holds is taken from it, with the events the batch stored of its
+    ids, unless a signal or a change of its ids asks for it: an id's events stored by
+    another process, and the ids themselves, come with a signal (``wanted.fresh``)."""
     out = Merged()
     if not wanted.bounds:
         return out
     found = await identities.known(session, wanted.bounds)
     bounds: dict[PersonKey, int] = {}
+    fresh: set[PersonKey] = set()
     for key, bound in wanted.bounds.items():
         root = (key[0], found.root(key))
         if not owner.local(root):
             out.signals.append(owner.signal(root, EVALUATE, bound))
             continue
+        if key in wanted.fresh:
+            fresh.add(root)
         bounds[root] = min(bounds.get(root, bound), bound)
         out.concerned[root] |= wanted.concerned[key] or {
             f.id for f in funnels if f.project_id == key[0]
@@ -223,14 +243,25 @@ async def merged_persons(
     for project, persons in sorted(by_project.items()):
         for group_bound, people in bound_groups(persons):
             ids = {p: sorted({p, *found.members.get((project, p), ())}) for p in people}
-            read = await events.person_events(
-                session, project, [i for got in ids.values() for i in got], group_bound
-            )
+            unknown = []
             for person, got in ids.items():
                 key = (project, person)
                 out.ids[key] = [person, *(i for i in got if i != person)]
-                out.events[key] = [e for i in got for e in read.get(i, ())]
                 out.since[key] = group_bound
+                held = None if key in fresh else cache.get(key, group_bound)
+                if held is None:
+                    unknown.append(person)
+                    continue
+                out.cached[key] = held
+                out.events[key] = [e for e in held.events if e.ts >= group_bound]
+                out.added[key] = [e for i in got for e in added.get((project, i), ())]
+            read = await events.person_events(
+                session, project, [i for p in unknown for i in ids[p]], group_bound
+            )
+            for person in unknown:
+                key = (project, person)
+                out.events[key] = [e for i in ids[person] for e in read.get(i, ())]
+                out.added[key] = []
     return out
 
 
@@ -239,6 +270,9 @@ async def demote(
 ) -> None:
     """Remove the progress of ids that became part of another person (their fired timers
     stay: they stand for the person's, see ``timers``)."""
-    for (project, id_), _ in sorted(demoted.items()):
-        for f in (f for f in funnels if f.project_id == project):
-            await progress.remove_person(session, f.id, id_)
+    by_project: dict[str, list[str]] = defaultdict(list)
+    for project, id_ in sorted(demoted):
+        by_project[project].append(id_)
+    for project, ids in sorted(by_project.items()):
+        mine = [f.id for f in funnels if f.project_id == project]
+        await progress.remove_persons(session, mine, ids)

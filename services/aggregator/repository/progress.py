@@ -92,16 +92,23 @@ async def count_changes(session: AsyncSession, changed: Iterable[tuple[str, str,
     await session.execute(stmt, rows)
 
 
-async def remove_person(session: AsyncSession, funnel_id: str, person_id: str) -> None:
-    """Delete an id's entries, touches and pending timers in the funnel: it is part of
-    another person now (its fired timers stay, standing for the person's)."""
-    for table in (funnel_entries, funnel_touches):
-        await session.execute(
-            delete(table).where(table.c.funnel_id == funnel_id, table.c.person_id == person_id)
-        )
+async def remove_persons(
+    session: AsyncSession, funnel_ids: Sequence[str], person_ids: Sequence[str]
+) -> None:
+    """Delete these ids' entries, touches and pending timers in these funnels: they are
+    part of other persons now (their fired timers stay, standing for the persons')."""
+    if not funnel_ids or not person_ids:
+        return
     t = remarketing_timers.c
-    await session.execute(
-        delete(remarketing_timers).where(
-            t.funnel_id == funnel_id, t.person_id == person_id, t.status == "pending"
+    for i in range(0, len(person_ids), CHUNK):
+        people = list(person_ids[i : i + CHUNK])
+        for table in (funnel_entries, funnel_touches):
+            c = table.c
+            await session.execute(
+                delete(table).where(c.funnel_id.in_(funnel_ids), c.person_id.in_(people))
+            )
+        await session.execute(
+            delete(remarketing_timers).where(
+                t.funnel_id.in_(funnel_ids), t.person_id.in_(people), t.status == "pending"
+            )
         )
-    )
