@@ -212,17 +212,19 @@ async def merged_persons(
     everywhere: set[Partition],
     cache: PersonCache,
     added: Mapping[PersonKey, Sequence[PersonEvent]],
+    known: Known | None = None,
 ) -> Merged:
     """Evaluate the persons of the ``wanted`` ids whose roots this batch owns; signal the
     owners of the others.
 
     A person the cache holds is taken from it, with the events the batch stored of its
     ids, unless a signal or a change of its ids asks for it: an id's events stored by
-    another process, and the ids themselves, come with a signal (``wanted.fresh``)."""
+    another process, and the ids themselves, come with a signal (``wanted.fresh``).
+    ``known``: what the batch's lookup found of these ids, if nothing changed it since."""
     out = Merged()
     if not wanted.bounds:
         return out
-    found = await identities.known(session, wanted.bounds)
+    found = known if known is not None else await identities.known(session, wanted.bounds)
     bounds: dict[PersonKey, int] = {}
     fresh: set[PersonKey] = set()
     for key, bound in wanted.bounds.items():

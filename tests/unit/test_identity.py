@@ -86,3 +86,16 @@ def test_the_claims_an_event_makes():
     assert claims_of("e", 7, "alias", "U", "U", None, {"previous_id": "U"}) == []
     assert claims_of("e", 7, "alias", "U", "U", None, {"previous_id": 5}) == []
     assert claims_of("e", 7, "alias", "U", "U", None, {"previous_id": "x" * 257}) == []
+
+
+def test_ids_are_owned_by_the_partition_ingest_sends_their_events_to():
+    from services.aggregator.linking import Owner
+    from services.ingest.publisher import partition_for as ingest_partition
+    from shared.events import record_key
+
+    owner = Owner(partitions=(0, 1, 2, 3), held=frozenset({1}))
+    for id_ in (f"user-{n}" for n in range(40)):
+        partition = ingest_partition(record_key("proj", id_), [0, 1, 2, 3])
+        assert owner.partition(("proj", id_)) == partition
+        assert owner.local(("proj", id_)) == (partition == 1)
+    assert Owner().local(("proj", "anyone"))  # no partitions known: a single aggregator

@@ -13,6 +13,7 @@ PURE = [
     "services/aggregator/engine.py",
     "services/aggregator/changes.py",
     "services/aggregator/exclusions.py",
+    "services/aggregator/identity.py",
     "services/aggregator/messages.py",
     "services/aggregator/model.py",
     "services/aggregator/paths.py",
