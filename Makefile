@@ -71,7 +71,14 @@ format: install ## Format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install ## Benchmarks: ratios against a baseline measured in the same run
+# The benchmarks' own engines (chdb, DuckDB): the bench extra, installed when missing.
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_INSTALLED) ## Benchmarks: ratios against a baseline measured in the same run
 	$(BIN)/python -m bench
 
 clean: ## Remove the venv and local data

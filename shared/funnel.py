@@ -227,11 +227,13 @@ def for_report(
 ) -> FunnelDefinition:
     """The definition to evaluate raw events with for a report's global ``filters`` (events
     failing one are not seen: steps, exclusions, touches, strict interruptions) and an
-    ad-hoc ``breakdown`` property (tracked in touches and step values)."""
+    ad-hoc ``breakdown`` property (tracked in touches and step values). Without re-marketing
+    rules: a report has no timers to make."""
     breakdowns = definition.breakdowns
     if breakdown is not None and breakdown not in breakdowns:
         breakdowns = (*breakdowns, breakdown)
-    return replace(definition, filters=definition.filters + tuple(filters), breakdowns=breakdowns)
+    filters = definition.filters + tuple(filters)
+    return replace(definition, filters=filters, breakdowns=breakdowns, remarketing=())
 
 
 def window_seconds(doc: Mapping[str, Any]) -> int:

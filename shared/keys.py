@@ -14,8 +14,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.clock import now_us as now_us  # re-exported: the aggregator still imports it here
-
 Scope = Literal["write", "read", "admin", "instance"]
 ProjectScope = Literal["write", "read", "admin"]
 SCOPES: tuple[Scope, ...] = ("write", "read", "admin", "instance")

@@ -85,15 +85,19 @@ def evaluate(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> Per
 
 
 def evaluate_by_value(
-    definition: FunnelDefinition, events: Iterable[PersonEvent], prop: str
+    definition: FunnelDefinition,
+    events: Iterable[PersonEvent],
+    prop: str,
+    evaluator: Evaluator | None = None,
 ) -> dict[str | None, PersonProgress]:
     """All-events attribution: the person's progress over only the events whose ``prop`` has
     each value (``None``: missing), per value. Steps, exclusions and strict interruptions
-    alike see only that value's events."""
+    alike see only that value's events. ``evaluator``: one of ``definition``, to reuse."""
     by_value: dict[str | None, list[PersonEvent]] = defaultdict(list)
     for e in events:
         by_value[text_or_none(lookup(prop, e.properties, e.context))].append(e)
-    evaluator = Evaluator(definition)
+    if evaluator is None:
+        evaluator = Evaluator(definition)
     return {value: evaluator(found) for value, found in by_value.items()}
 
 

@@ -94,12 +94,10 @@ def parsable_url(value: str) -> str:
 def choose_breakdown(
     definition: FunnelDefinition, prop: str, attribution: Attribution, step: int, limit: int
 ) -> Breakdown:
-    """The breakdown asked for, if the funnel can be broken down so (else 400)."""
-    if attribution == "step":
-        if prop not in definition.tracked_properties:
-            refuse(400, "breakdown", f"{prop!r} is not tracked by the funnel")
-    elif prop not in definition.breakdowns:
-        refuse(400, "breakdown", f"{prop!r} is not among the funnel's breakdowns")
+    """The breakdown asked for, by any event property (the funnel's declared ones are
+    answered from stored progress, others from raw events), if its step exists (else 400)."""
+    if not prop.strip() or _CONTROL.search(prop) is not None:
+        refuse(400, "breakdown", "must name an event property (no control characters)")
     if step > len(definition.steps):
         refuse(400, "step", f"the funnel has {len(definition.steps)} steps")
     return Breakdown(prop, attribution, step, limit)

@@ -108,7 +108,9 @@ async def _compute(
     session: Session, row: FunnelRow, window: Window, basis: Hashable, range_us: int
 ) -> Kept:
     definition = definition_from_doc(row.definition)
-    report = await compute_report(session, row.id, definition, window, "uniques", None)
+    report = await compute_report(
+        session, (row.project_id, row.id), definition, window, "uniques", None
+    )
     until = await valid_until(session, row.id, definition, window, open_end=True, rolling=range_us)
     return Kept(basis, until, tuple((s.name, s.persons, s.in_progress) for s in report.steps))
 

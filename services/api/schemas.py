@@ -3,14 +3,24 @@ what routes answer is in :mod:`services.api.responses`."""
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
-from fastapi import Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from fastapi import HTTPException, Query
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from services.api.limits import parsable_url, printable
+from shared.errors import problem
 from shared.funnel import (
     DEFAULT_WINDOW_S,
     MAX_STEPS,
@@ -18,6 +28,7 @@ from shared.funnel import (
     MIN_STEPS,
     MIN_WINDOW_S,
     UNIT_SECONDS,
+    Condition,
     CountMode,
     Operator,
     Order,
@@ -303,3 +314,35 @@ class ShareLinkIn(Strict):
 # Query parameters several routes take.
 From = Annotated[str | None, Query(alias="from", max_length=64, description="Entries from (incl.)")]
 To = Annotated[str | None, Query(max_length=64, description="Entries until (excl.); default now")]
+MAX_FILTERS = 20
+Filters = Annotated[
+    str | None,
+    Query(
+        max_length=4000,
+        description=(
+            'Conditions every event must meet, a JSON list like a step\'s "where": '
+            '[{"property": "country", "op": "eq", "value": "DE"}].'
+        ),
+    ),
+]
+_FILTERS: TypeAdapter[list[ConditionIn]] = TypeAdapter(
+    Annotated[list[ConditionIn], Field(max_length=MAX_FILTERS)]
+)
+
+
+def parse_filters(text: str | None) -> tuple[Condition, ...]:
+    """The ``filters`` query parameter as conditions (400 naming the field at fault)."""
+    if not text:
+        return ()
+    try:
+        found = _FILTERS.validate_json(text)
+    except ValidationError as exc:
+        problems = [
+            problem(".".join(["filters", *map(str, e["loc"])]), e["msg"]) for e in exc.errors()
+        ]
+        raise HTTPException(400, problems) from exc
+    for i, c in enumerate(found):
+        values = c.value if isinstance(c.value, list) else [c.value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise HTTPException(400, [problem(f"filters.{i}.value", "must be a finite number")])
+    return tuple(Condition(c.property, c.op, c.value) for c in found)

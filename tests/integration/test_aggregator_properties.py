@@ -71,7 +71,7 @@ RULES = [
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    doc=definitions(),
+    doc=definitions(optional=True),
     rule=st.sampled_from(RULES),
     events=streams(),
     cut=st.integers(0, 100),

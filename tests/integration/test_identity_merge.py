@@ -293,3 +293,30 @@ async def test_two_processes_merge_ids_of_different_partitions(sessions):
                     assert await session.scalar(select(func.count()).select_from(person_signals))
         await both.settle()
         assert await reached(sessions, funnel_id) == {user: [3, 1]}, order
+
+
+async def test_two_processes_follow_a_chain_of_links_across_partitions(sessions):
+    for i, order in enumerate([[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]]):
+        project = f"chain{i}"
+
+        def on(partition: int, prefix: str, project: str = project) -> str:
+            return next(
+                f"{prefix}{n}"
+                for n in range(200)
+                if _partition(f"{prefix}{n}", project) == partition
+            )
+
+        anon, first, second = on(0, "X"), on(1, "U"), on(0, "V")
+        stream = [
+            event("a", 1, anon=anon, project=project),
+            event("b", 2, user=first, anon=anon, project=project),
+            event("alias", 3, user=second, project=project, previous_id=first),
+            event("c", 4, user=second, project=project),
+        ]
+        funnel_id = await new_funnel(sessions, project, "a", "b", "c")
+        both = TwoProcesses(sessions, f"chain-{i}")
+        await both.start()
+        for n in order:
+            await both.send(stream[n])
+        await both.settle()
+        assert await reached(sessions, funnel_id) == {second: [3]}, order

@@ -7,11 +7,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.aggregator.engine import Evaluator, PersonEvent, evaluate, evaluate_by_value
-from services.api.reports.python import Breakdown, Window
+from services.api.reports.histogram import histogram, samples_s
+from services.api.reports.python import Breakdown, Window, counted_entries
+from services.api.reports.raw import entries_from_events, needs_events, report_from_events
 from shared.funnel import (
     US,
     Condition,
@@ -21,7 +24,7 @@ from shared.funnel import (
     for_report,
     totals_entries,
 )
-from tests.oracle import counted, entries_of, oracle_report
+from tests.oracle import counted, entries_of, oracle_histogram, oracle_report
 from tests.oracle_paths import Path
 from tests.pipeline import production_report
 
@@ -166,25 +169,37 @@ def test_all_events_attribution_evaluates_each_values_events_alone(doc, events):
     assert got == want.groups
 
 
-@examples(200)
+ATTRIBUTIONS = [None, "first_touch", "last_touch", "step:1", "step:2", "step:3", "all_events"]
+
+
+@examples(300)
 @given(
-    doc=definitions(),
+    doc=definitions(optional=True),
     events=streams(),
     bounds=st.tuples(st.integers(0, 22), st.integers(0, 22)),
     now=st.integers(0, 40),
     count=st.sampled_from(["uniques", "totals"]),
-    attribution=st.sampled_from([None, "first_touch", "last_touch", "step:1", "step:2"]),
+    attribution=st.sampled_from(ATTRIBUTIONS),
+    prop=st.sampled_from(["ch", "n"]),  # declared, or ad hoc
+    filtered=st.sampled_from([None, "s", "t"]),
 )
-def test_engine_and_report_equal_the_oracle(doc, events, bounds, now, count, attribution):
+def test_engine_and_report_equal_the_oracle(
+    doc, events, bounds, now, count, attribution, prop, filtered
+):
+    """Every order, optional steps, count mode and attribution, declared and ad-hoc
+    breakdowns, global filters: step counts, in progress, dropped, times, groups and their
+    comparisons. Reports the stored entries can answer go through them; the others are
+    evaluated from raw events, as the API does."""
     f = definition_from_doc(doc)
-    if f.order == "any" and count == "totals":
-        count = "uniques"  # the report does not yet count any-order attempts (see totals_entries)
+    filters = (Condition("ch", "eq", filtered),) if filtered else ()
     start, end = sorted(b * 10 * US for b in bounds)
     window = Window(start, end, now * 10 * US)
     breakdown = None
     if attribution is not None:
         kind, _, step = attribution.partition(":")
-        breakdown = Breakdown("ch", kind if not step else "step", int(step or 1), limit=100)
+        step_k = min(int(step or 1), len(f.steps))
+        breakdown = Breakdown(prop, kind if not step else "step", step_k, limit=100)
+        attribution = f"step:{step_k}" if step else kind
     expected = oracle_report(
         f,
         events,
@@ -192,15 +207,39 @@ def test_engine_and_report_equal_the_oracle(doc, events, bounds, now, count, att
         window.end,
         window.now,
         count,
-        "ch" if breakdown else None,
+        prop if breakdown else None,
         attribution or "first_touch",
+        filters,
     )
-    got = production_report(f, events, window, count, breakdown)
-    assert [s.persons for s in got.steps] == expected.persons
-    assert [s.in_progress for s in got.steps] == expected.in_progress
-    if breakdown is not None and breakdown.attribution != "step":
-        groups = {g.value: [s.persons for s in g.steps] for g in got.groups}
-        assert groups == expected.groups
+    if needs_events(f, breakdown, filters):
+        got = report_from_events(f, events, window, count, breakdown, filters)
+    else:
+        got = production_report(f, events, window, count, breakdown)
+    assert_steps_equal(got.steps, expected.steps)
+    if breakdown is not None:
+        assert {g.value for g in got.groups} == set(expected.group_steps)
+        for g in got.groups:
+            assert_steps_equal(g.steps, expected.group_steps[g.value])
+            want, have = expected.comparisons[g.value], g.comparison
+            assert have is not None
+            assert (have.entered, have.converted) == (want.entered, want.converted)
+            for a, b in [(have.low, want.low), (have.high, want.high), (have.z, want.z)]:
+                assert (a is None) == (b is None)
+                assert a is None or a == pytest.approx(b, abs=1e-9)
+            assert have.significant == want.significant
+
+
+def assert_steps_equal(got: Any, want: Any) -> None:
+    assert [s.persons for s in got] == want.persons
+    assert [s.in_progress for s in got] == [*want.in_progress[:-1], 0]
+    assert [s.dropped for s in got] == [*want.dropped[:-1], 0]
+    for s, timing in zip(got, want.timings, strict=True):
+        have = s.time_from_previous
+        assert (have is None) == (timing is None)
+        if have is not None:
+            assert (have.median_s, have.p90_s, have.mean_s) == pytest.approx(
+                (timing.median_s, timing.p90_s, timing.mean_s)
+            )
 
 
 @examples(200)
@@ -215,3 +254,26 @@ def test_events_that_concern_no_rule_change_nothing(doc, events):
             e for e in person_events if evaluator.concerns(e.name, e.properties, e.context)
         ]
         assert evaluator(concerning) == evaluator(person_events)
+
+
+@examples(200)
+@given(
+    doc=definitions(optional=True),
+    events=streams(),
+    count=st.sampled_from(["uniques", "totals"]),
+    steps=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    bins=st.sampled_from([None, 1, 3, (0.0, 20.0, 50.0), (5.0, 7.5, 30.0, 100.0)]),
+    filtered=st.sampled_from([None, "s"]),
+)
+def test_time_to_convert_equals_the_oracles_histogram(doc, events, count, steps, bins, filtered):
+    f = definition_from_doc(doc)
+    a, b = min(steps), max(steps)
+    b = min(max(b, a + 1), len(f.steps))
+    a = min(a, b - 1)
+    filters = (Condition("ch", "eq", filtered),) if filtered else ()
+    window = Window(0, 10**12, 10**12)
+    entries, _ = entries_from_events(f, events, window, filters)
+    got = histogram(samples_s(counted_entries(f, entries, count), a, b), bins)
+    want, mean = oracle_histogram(f, events, 0, 10**12, a, b, bins, count, filters)
+    assert [(x.start_s, x.units) for x in got.bins] == [(float(s), n) for s, n in want]
+    assert got.mean_s == pytest.approx(mean)

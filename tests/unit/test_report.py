@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from services.api.reports.python import Breakdown, Window, funnel_report
@@ -133,7 +135,42 @@ def test_small_groups_beyond_the_limit_merge_into_other():
 
 
 def test_step_attribution_reads_the_counted_entrys_step_event():
+    """q never reached step 2: in no group; r got there without a value: the missing group."""
     f = funnel("a", "b", breakdowns=["ch"])
-    data = {"p": [entry(1, 2, ch=["x", "y"])], "q": [entry(1, ch=["x"])]}
+    data = {
+        "p": [entry(1, 2, ch=["x", "y"])],
+        "q": [entry(1, ch=["x"])],
+        "r": [entry(1, 2, ch=["x", None])],
+    }
     report = funnel_report(f, data, CLOSED, breakdown=Breakdown("ch", "step", step=2))
     assert [(g.value, g.steps[0].persons) for g in report.groups] == [("y", 1), (None, 1)]
+    assert report.steps[0].persons == 3
+
+
+def test_an_optional_step_counts_the_persons_who_did_it():
+    f = funnel("a", "b", "c", window_seconds=100)
+    f = replace(f, steps=(f.steps[0], replace(f.steps[1], optional=True), f.steps[2]))
+    skipped = Entry(0, (0, None, 5 * US))
+    data = {"p": [skipped], "q": [entry(0, 1, 3)], "r": [entry(0, 2)]}
+    steps = funnel_report(f, data, CLOSED).steps
+    assert [s.persons for s in steps] == [3, 2, 2]
+    # From the previous step done: p 5 s from step 1, q 2 s from step 2.
+    assert steps[2].time_from_previous.mean_s == pytest.approx(3.5)
+
+
+def test_totals_in_any_order_count_attempts_not_every_instant():
+    f = replace(funnel("a", "b", window_seconds=100), order="any")
+    # Opened at 0 and at 1 (b at 1 starts one too); the second is part of the first.
+    data = {"p": [entry(0, 1), entry(1)]}
+    assert persons(funnel_report(f, data, CLOSED, "totals")) == [1, 1]
+
+
+def test_a_group_is_compared_with_the_rest():
+    f = funnel("a", "b", breakdowns=["ch"])
+    data = {f"p{i}": [entry(1, 2) if i < 40 else entry(1)] for i in range(100)}
+    touches = {f"p{i}": [Touch(1 * US, 0, {"ch": "x" if i < 50 else "y"})] for i in range(100)}
+    report = funnel_report(f, data, CLOSED, breakdown=Breakdown("ch"), touches_by_person=touches)
+    x = next(g for g in report.groups if g.value == "x").comparison
+    assert (x.entered, x.converted, x.rest_entered, x.rest_converted) == (50, 40, 50, 0)
+    assert x.low < 0.8 < x.high
+    assert x.significant

@@ -1,7 +1,8 @@
 """Computing reports from stored progress, and how long a report's answer stays exact.
 
 On PostgreSQL inside the database; on SQLite from the range's entries in Python, off the
-event loop. Used by the report engine and by the Prometheus gauges' refresher.
+event loop; from the range's raw events (``raw``) when the stored entries cannot answer.
+Used by the report engine and by the Prometheus gauges' refresher.
 """
 
 from __future__ import annotations
@@ -13,17 +14,30 @@ from services.api.reports import sql
 from services.api.reports.forecast import PipelineTally, pipeline_tally
 from services.api.reports.python import (
     Breakdown,
+    Counted,
     FunnelReport,
     Window,
     counted_entries,
     funnel_report,
 )
+from services.api.reports.raw import (
+    entries_from_events,
+    events_reach_us,
+    needs_events,
+    report_from_events,
+)
 from services.api.reports.trends import cohort_reports_in_python
 from services.api.repository import Session, progress
 from shared.db import is_postgres
-from shared.funnel import CountMode, FunnelDefinition
+from shared.funnel import Condition, CountMode, FunnelDefinition
 
 FOREVER_US = 2**62
+
+
+def in_database(session: Session, definition: FunnelDefinition, count: CountMode) -> bool:
+    """Whether the database computes the counting itself: PostgreSQL, but not ``totals`` in
+    ``any`` order, whose attempts are chosen one after another (``totals_entries``)."""
+    return is_postgres(session) and not (count == "totals" and definition.order == "any")
 
 
 async def funnel_report_sql(
@@ -42,14 +56,25 @@ async def funnel_report_sql(
 
 async def compute_report(
     session: Session,
-    funnel_id: str,
+    funnel: tuple[str, str],
     definition: FunnelDefinition,
     window: Window,
     mode: CountMode,
     chosen: Breakdown | None,
+    filters: Sequence[Condition] = (),
 ) -> FunnelReport:
-    """In PostgreSQL itself when it is the database; else from the entries, in Python."""
-    if is_postgres(session):
+    """The report of ``funnel`` (project id, funnel id): from raw events when the stored
+    entries cannot answer (``raw.needs_events``); else in PostgreSQL itself when it is the
+    database, but for ``totals`` in ``any`` order (attempts are chosen one after another);
+    else from the entries, in Python."""
+    project_id, funnel_id = funnel
+    if needs_events(definition, chosen, filters):
+        lo, hi = events_reach_us(definition, window)
+        found = await progress.events_in_range(session, project_id, lo, hi)
+        return await asyncio.to_thread(
+            report_from_events, definition, found, window, mode, chosen, filters
+        )
+    if in_database(session, definition, mode):
         return await funnel_report_sql(session, funnel_id, definition, window, mode, chosen)
     entries = await progress.entries_in_range(session, funnel_id, window.start, window.end)
     touches = (
@@ -63,6 +88,27 @@ async def compute_report(
     )
 
 
+async def counted_in_range(
+    session: Session,
+    funnel: tuple[str, str],
+    definition: FunnelDefinition,
+    window: Window,
+    mode: CountMode,
+    filters: Sequence[Condition] = (),
+) -> list[Counted]:
+    """The counted entries of the range (from raw events when there are filters)."""
+    project_id, funnel_id = funnel
+    if filters:
+        lo, hi = events_reach_us(definition, window)
+        found = await progress.events_in_range(session, project_id, lo, hi)
+        entries, _ = await asyncio.to_thread(
+            entries_from_events, definition, found, window, filters
+        )
+    else:
+        entries = await progress.entries_in_range(session, funnel_id, window.start, window.end)
+    return await asyncio.to_thread(counted_entries, definition, entries, mode)
+
+
 async def cohort_reports(
     session: Session,
     funnel_id: str,
@@ -73,7 +119,7 @@ async def cohort_reports(
     """One report per cohort range (consecutive ``windows``): in PostgreSQL, one statement
     each over the entries of its range; else from the entries of their span, in Python, off
     the event loop."""
-    if is_postgres(session):
+    if in_database(session, definition, count):
         return [await funnel_report_sql(session, funnel_id, definition, w, count) for w in windows]
     if not windows:
         return []
@@ -89,12 +135,12 @@ async def pipeline(
     count: CountMode,
 ) -> PipelineTally:
     """What the pipeline forecast is made from: in PostgreSQL itself, else in Python."""
-    if is_postgres(session):
+    if in_database(session, definition, count):
         statement, params = sql.pipeline_statement(funnel_id, definition, window, count)
         rows = await progress.over_a_range(session, statement, params)
         return sql.pipeline_from_rows(definition, rows)
     entries = await progress.entries_in_range(session, funnel_id, window.start, window.end)
-    counted = counted_entries(entries, count)
+    counted = counted_entries(definition, entries, count)
     return await asyncio.to_thread(pipeline_tally, definition, counted, window.now)
 
 

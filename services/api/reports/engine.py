@@ -19,12 +19,13 @@ from services.api.limits import bounded_range
 from services.api.reports.cache import Computed, ReportCache
 from services.api.reports.computation import compute_report, valid_until
 from services.api.reports.python import Breakdown, Window
+from services.api.reports.raw import needs_events
 from services.api.repository import Session, Sessions, freshness, progress
 from services.api.repository.funnels import FunnelRow
 from services.api.settings import ApiSettings
 from shared.clock import DAY_US, US, Clock
 from shared.events import from_micros, to_micros
-from shared.funnel import CountMode, FunnelDefinition
+from shared.funnel import Condition, CountMode, FunnelDefinition
 
 How = Literal["computed", "exact", "stale"]  # how a report answer was made
 PERSONS_TTL_S = 30.0
@@ -42,10 +43,11 @@ class Served:
 class _Work:
     """One computation of a report: what it covers, and the basis its answer is kept under."""
 
-    funnel_id: str
+    funnel: tuple[str, str]  # project id, funnel id
     definition: FunnelDefinition
     mode: CountMode
     chosen: Breakdown | None
+    filters: tuple[Condition, ...]
     range: tuple[datetime, datetime, Window]  # [start, end) and the window of its entries
     basis: Hashable
     open_end: bool
@@ -59,16 +61,20 @@ class _Work:
         # computation carries its own instant).
         complete = await group_complete_to(session, self.group_id)
         result = await compute_report(
-            session, self.funnel_id, self.definition, window, self.mode, self.chosen
+            session, self.funnel, self.definition, window, self.mode, self.chosen, self.filters
         )
-        until = await valid_until(
-            session,
-            self.funnel_id,
-            self.definition,
-            window,
-            open_end=self.open_end,
-            rolling=self.rolling_us,
-        )
+        if needs_events(self.definition, self.chosen, self.filters):
+            # Made from raw events, which the basis does not follow: exact only now.
+            until = window.now
+        else:
+            until = await valid_until(
+                session,
+                self.funnel[1],
+                self.definition,
+                window,
+                open_end=self.open_end,
+                rolling=self.rolling_us,
+            )
         took = int((time.perf_counter() - began) * US)
         return Computed(start, end, result, window.now, until, self.basis, took, complete)
 
@@ -122,21 +128,25 @@ class ReportEngine:
         *,
         fresh: bool = False,
         last_days: int | None = None,
+        filters: tuple[Condition, ...] = (),
     ) -> Served:
         """The funnel's report over this range: kept while exact or young enough to serve
         stale, else computed now (``fresh``: always). ``last_days``: how far back a range
-        without ``from`` reaches (default: the setting). The freshness instant is read before
-        the change stamp, so that a kept exact report holds all acknowledged before it."""
+        without ``from`` reaches (default: the setting). ``filters``: conditions every event
+        must meet (then the report is evaluated from raw events). The freshness instant is
+        read before the change stamp, so that a kept exact report holds all acknowledged
+        before it."""
         days = last_days or self._settings.default_range_days
         start, end, window = self.range(from_, to, days)
         now_complete = await self.complete_to_us(session)
         stamp = await progress.change_stamp(session, row.id)
-        key = (row.id, row.version, from_, to, mode, chosen, days)
+        key = (row.id, row.version, from_, to, mode, chosen, days, repr(filters))
         work = _Work(
-            row.id,
+            (row.project_id, row.id),
             definition,
             mode,
             chosen,
+            filters,
             (start, end, window),
             basis=(row.backfill_done, row.backfill_persons, stamp),
             open_end=to is None,

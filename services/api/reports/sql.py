@@ -34,6 +34,7 @@ from services.api.reports.python import (
     Window,
     steps_from_tally,
 )
+from services.api.reports.significance import compare
 from shared.funnel import US, VALUE_NUMBER, CountMode, FunnelDefinition
 
 
@@ -62,10 +63,12 @@ def _labelled(definition: FunnelDefinition, breakdown: Breakdown | None) -> str:
     rows kept for the two passes over them (group sizes, then groups) stay narrow."""
     keep = f"c.person_id, reached, t0_us{_measures(definition)}"
     if breakdown is None:
-        return f'l AS (SELECT {keep}, NULL::text COLLATE "C" AS v FROM c)'
+        return f'l AS (SELECT {keep}, NULL::text COLLATE "C" AS v, true AS ing FROM c)'
     if breakdown.attribution == "step":
+        # ing: the entry did the attributed step (else it is in no group).
         return f"""l AS (SELECT {keep},
-          (c.sv->CAST(:prop AS text)->>(CAST(:step AS int) - 1)) COLLATE "C" AS v FROM c)"""
+          (c.sv->CAST(:prop AS text)->>(CAST(:step AS int) - 1)) COLLATE "C" AS v,
+          (c.st->>(CAST(:step AS int) - 1)) IS NOT NULL AS ing FROM c)"""
     order = "ts_us, seq" if breakdown.attribution == "first_touch" else "ts_us DESC, seq DESC"
     return f"""t AS (
       SELECT DISTINCT ON (person_id COLLATE "C") person_id COLLATE "C" AS person_id,
@@ -74,17 +77,21 @@ def _labelled(definition: FunnelDefinition, breakdown: Breakdown | None) -> str:
       WHERE funnel_id = :funnel AND ts_us >= :lo AND ts_us < :hi
         AND "values"->>:prop IS NOT NULL
       ORDER BY person_id COLLATE "C", {order}),
-    l AS (SELECT {keep}, t.v FROM c LEFT JOIN t USING (person_id))"""
+    l AS (SELECT {keep}, t.v, true AS ing FROM c LEFT JOIN t USING (person_id))"""
 
 
 def _measures(definition: FunnelDefinition) -> str:
-    """Per counted entry, read from its JSON once: d{k}, the time from step k to step k+1
-    (1-based; null when not reached), and x{k}, step k+1's value when it is a number."""
+    """Per counted entry, read from its JSON once: d{k}, the time to step k+1 (1-based) from
+    the previous step done (null when step k+1 was not done: skipped or not reached), and
+    x{k}, step k+1's value when it is a number."""
     columns = []
     for k in range(1, len(definition.steps)):
-        columns.append(
-            f"CASE WHEN reached > {k} THEN (st->>{k})::bigint - (st->>{k - 1})::bigint END AS d{k}"
-        )
+        if any(s.optional for s in definition.steps[:k]):
+            earlier = ", ".join(f"(st->>{i})::bigint" for i in reversed(range(k)))
+            previous = f"COALESCE({earlier})"
+        else:
+            previous = f"(st->>{k - 1})::bigint"
+        columns.append(f"(st->>{k})::bigint - {previous} AS d{k}")
     if definition.value_property is not None:
         columns.extend(f"{_number_at(k)} AS x{k}" for k in range(len(definition.steps)))
     return "".join(f", {c}" for c in columns)
@@ -99,6 +106,7 @@ def _number_at(k: int) -> str:
 def _aggregates(definition: FunnelDefinition) -> str:
     columns = []
     for k in range(len(definition.steps)):
+        columns.append(f"count(d{k})" if k else "count(*)")  # entries that did step k+1
         columns.append(f"count(*) FILTER (WHERE reached = {k + 1})")
         columns.append(f"count(*) FILTER (WHERE reached = {k + 1} AND :now < t0_us + :window)")
         if k:
@@ -118,7 +126,7 @@ def report_query(
     definition: FunnelDefinition, count: CountMode, breakdown: Breakdown | None
 ) -> str:
     """One row per group, and one for the whole range: six key columns (whole, kind, pos,
-    label, and two used inside), then six per step (see ``_aggregates``)."""
+    label, and two used inside), then seven per step (see ``_aggregates``)."""
     if breakdown is None:
         # GROUPING SETS (()) rather than a plain aggregate: the same one row, and faster
         # (docs/api-design.md).
@@ -138,11 +146,11 @@ def report_query(
     WITH {_counted(count)},
     {_labelled(definition, breakdown)},
     sizes AS (SELECT v, {persons} AS persons FROM l
-              WHERE v IS NOT NULL GROUP BY v),
+              WHERE v IS NOT NULL AND ing GROUP BY v),
     ranked AS (SELECT v, row_number() OVER (ORDER BY persons DESC, v COLLATE "C") AS pos
                FROM sizes),
     g AS (SELECT l.*,
-                 CASE WHEN l.v IS NULL THEN :limit + 2
+                 CASE WHEN NOT l.ing THEN -1 WHEN l.v IS NULL THEN :limit + 2
                       ELSE least(ranked.pos, :limit + 1) END::int AS grp
           FROM l LEFT JOIN ranked USING (v))
     SELECT t.whole,
@@ -152,15 +160,17 @@ def report_query(
     FROM (SELECT GROUPING(grp) = 1 AS whole, grp,
             {_aggregates(definition)}
           FROM g GROUP BY GROUPING SETS ((), (grp))) t
-    LEFT JOIN ranked ON ranked.pos = t.grp AND t.grp <= :limit"""
+    LEFT JOIN ranked ON ranked.pos = t.grp AND t.grp <= :limit
+    WHERE t.whole OR t.grp >= 0"""
 
 
 def _tally(row: Any, n: int) -> Tally:
-    stopped, open_, values = [], [], []
+    done, stopped, open_, values = [], [], [], []
     timings: list[Timing | None] = []
     columns = list(row)[6:]
     for k in range(n):
-        s, o, percentiles, mean, total, average = columns[6 * k : 6 * k + 6]
+        did, s, o, percentiles, mean, total, average = columns[7 * k : 7 * k + 7]
+        done.append(int(did))
         stopped.append(int(s))
         open_.append(int(o))
         # Both percentiles, or NULL when no entry of the group took this step.
@@ -170,7 +180,7 @@ def _tally(row: Any, n: int) -> Tally:
         else:
             timings.append(None)
         values.append((float(total), float(average)) if total is not None else None)
-    return Tally(stopped, open_, timings, values)
+    return Tally(done, stopped, open_, timings, values)
 
 
 def _params(funnel_id: str, definition: FunnelDefinition, window: Window) -> dict[str, Any]:
@@ -205,22 +215,26 @@ def report_from_rows(
 ) -> FunnelReport:
     """The report the rows of :func:`report_statement` make."""
     n = len(definition.steps)
-    empty = Tally([0] * n, [0] * n, [None] * n, [None] * n)
+    empty = Tally([0] * n, [0] * n, [0] * n, [None] * n, [None] * n)
     whole = next((r for r in rows if r[0]), None)
     steps = steps_from_tally(definition, _tally(whole, n) if whole else empty)
     if breakdown is None:
         return FunnelReport(steps)
     groups = sorted((r for r in rows if not r[0]), key=lambda r: (r[1], r[2] or 0))
-    return FunnelReport(
-        steps,
-        tuple(
+    entered, converted = steps[0].persons, steps[-1].persons
+    found = []
+    for r in groups:
+        # Groups are disjoint parts of the whole: the rest is the whole less the group.
+        group_steps = steps_from_tally(definition, _tally(r, n))
+        n1, x1 = group_steps[0].persons, group_steps[-1].persons
+        found.append(
             GroupReport(
                 r[3] if r[1] == 0 else OTHER if r[1] == 1 else None,
-                steps_from_tally(definition, _tally(r, n)),
+                group_steps,
+                compare(x1, n1, converted - x1, entered - n1),
             )
-            for r in groups
-        ),
-    )
+        )
+    return FunnelReport(steps, tuple(found))
 
 
 def pipeline_query(definition: FunnelDefinition, count: CountMode) -> str:

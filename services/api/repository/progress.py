@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import Text, cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.aggregator.engine import PersonEvent
 from shared.funnel import Entry, Touch
 from shared.tables import events, funnel_changes, funnel_entries, funnel_touches
 
@@ -52,6 +53,24 @@ async def entries_in_range(
                 disqualified,
                 {k: tuple(v) for k, v in decoded.items()} if decoded else {},
             )
+        )
+    return found
+
+
+async def events_in_range(
+    session: AsyncSession, project_id: str, start_us: int, end_us: int
+) -> dict[str, list[PersonEvent]]:
+    """The project's stored events at instants in [start, end), per person (for reports
+    that evaluate raw events: ad-hoc breakdowns, global filters, all-events attribution)."""
+    v = events.c
+    stmt = select(
+        v.person_id, v.event_id, v.ts_us, v.name, _as_text(v.properties), _as_text(v.context)
+    ).where(v.project_id == project_id, v.ts_us >= start_us, v.ts_us < end_us)
+    found: dict[str, list[PersonEvent]] = defaultdict(list)
+    result = await session.execute(stmt)
+    for person, event_id, ts, name, properties, context in result:
+        found[person].append(
+            PersonEvent(event_id, ts, name, orjson.loads(properties), orjson.loads(context))
         )
     return found
 

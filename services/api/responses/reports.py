@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from services.api.responses.common import COMPLETE_TO, FunnelRef, Out
@@ -32,9 +34,27 @@ class ReportStep(StepReportOut):
     target_rate: float | None = None
 
 
+class ComparisonOut(Out):
+    """The group's overall conversion against the rest of the report's persons (entries
+    with count=totals): a 95 % Wilson interval and a two-proportion z-test at 5 %."""
+
+    entered: int
+    converted: int
+    rate: float | None
+    low: float | None = Field(description="95 % Wilson interval of the rate, lower bound.")
+    high: float | None = Field(description="95 % Wilson interval of the rate, upper bound.")
+    rest_entered: int
+    rest_converted: int
+    rest_rate: float | None
+    z: float | None = Field(description="Null when either side is empty or the pooled rate 0/1.")
+    p_value: float | None
+    significant: bool = Field(description="p_value < 0.05: the difference is unlikely chance.")
+
+
 class GroupOut(Out):
     value: str | None
     steps: list[StepReportOut]
+    comparison: ComparisonOut | None
 
 
 class BreakdownOut(Out):
@@ -42,6 +62,26 @@ class BreakdownOut(Out):
     attribution: str
     step: int | None
     groups: list[GroupOut]
+
+
+class BinOut(Out):
+    start_s: float
+    end_s: float
+    units: int = Field(description="Persons (entries with count=totals) in [start_s, end_s).")
+
+
+class TimeToConvertOut(Out):
+    funnel: FunnelRef
+    complete_to: str | None = Field(description=COMPLETE_TO)
+    from_: str = Field(alias="from")
+    to: str
+    count: str
+    from_step: int
+    to_step: int
+    conversions: int = Field(description="Counted persons (entries) that did both steps.")
+    mean_s: float | None
+    median_s: float | None
+    bins: list[BinOut]
 
 
 class ReportBackfill(Out):
@@ -63,6 +103,7 @@ class ReportOut(Out):
     steps: list[ReportStep]
     named_rates: dict[str, float | None]
     overall_conversion: float | None
+    filters: list[dict[str, Any]] | None = Field(None, description="Only with ?filters=.")
     breakdown: BreakdownOut | None = Field(None, description="Only with ?breakdown=.")
 
 
