@@ -294,17 +294,24 @@ def _merging_run(persons: int, per_person: int, share: float) -> float:
         broker.stop()
 
 
-def merging_main(quick: bool = False) -> None:
-    """10 % of persons merging vs the same stream without links, in the same run."""
-    persons, per_person = (20_000, 5) if quick else (100_000, 3)
-    plain = _merging_run(persons, per_person, 0.0)
-    merged = _merging_run(persons, per_person, 0.1)
+def merging_main(quick: bool = False, persons: int = 0, rounds: int = 2) -> None:
+    """10 % of persons merging vs the same stream without links, in the same run: the two
+    alternate ``rounds`` times and each keeps its best rate (the machine's other load moves
+    single runs by more than the difference measured)."""
+    if not persons:
+        persons, per_person = (20_000, 5) if quick else (100_000, 3)
+    else:
+        per_person = 5
+    plain, merged = 0.0, 0.0
+    for _ in range(rounds):
+        plain = max(plain, _merging_run(persons, per_person, 0.0))
+        merged = max(merged, _merging_run(persons, per_person, 0.1))
     record(
         "aggregator, identity merge (3 funnels x 5 steps, PostgreSQL)",
         {
             "events": persons * per_person,
-            "without links: events/s applied": plain,
-            "10 % of persons merging: events/s applied": merged,
+            "without links: events/s applied (best of rounds)": plain,
+            "10 % of persons merging: events/s applied (best of rounds)": merged,
             "ratio merging / without links (target >= 0.9)": merged / plain,
         },
     )
