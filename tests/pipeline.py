@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from services.aggregator.engine import PersonEvent, evaluate
 from services.api.reports.python import Breakdown, FunnelReport, Window, funnel_report
 from shared.funnel import Entry, FunnelDefinition, Touch
+from tests.oracle_identity import Sent
 
 
 def production_report(
@@ -23,3 +26,11 @@ def production_report(
             entries[person] = selected
         touches[person] = [t for t in progress.touches if window.start <= t.ts < window.end]
     return funnel_report(f, entries, window, count, breakdown, touches)  # type: ignore[arg-type]
+
+
+def merged_by(root: Callable[[str], str], events: Iterable[Sent]) -> dict[str, list[PersonEvent]]:
+    """Each event under the person ``root`` names for its person id (deduplicated)."""
+    by_person: dict[str, list[PersonEvent]] = {}
+    for e in {e.event_id: e for e in events}.values():
+        by_person.setdefault(root(e.person_id), []).append(e.as_person_event())
+    return by_person
