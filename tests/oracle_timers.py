@@ -3,13 +3,15 @@
 README: an entry reaches a rule's ``from_step`` when it does that step or a later one;
 occurrence k is due ``after + k * repeat_every`` after that, while the offset stays within
 ``until``; reaching the goal step at or after that and no later than the due time (window or
-not) cancels it. Disqualified entries have none. One notice per entry start.
+not) cancels it. Disqualified entries have none. One notice per entry start; in ``any``
+order one per journey (``oracle_journeys.timed_paths``).
 """
 
 from __future__ import annotations
 
 from services.aggregator.engine import PersonEvent
 from shared.funnel import US, FunnelDefinition, RemarketingRule
+from tests.oracle_journeys import timed_paths
 from tests.oracle_paths import Path, matches, paths, prepare
 
 Due = tuple[str, str, int, int, int]  # (person, rule, entry t0, occurrence, due µs)
@@ -39,7 +41,7 @@ def oracle_timers(f: FunnelDefinition, events_by_person: dict[str, list[PersonEv
         for rule in f.remarketing:
             goal = f.steps[rule.goal_step - 1].matcher
             goals = [e.ts for e in events if matches(goal, e)]
-            for path in paths(f, events):
+            for path in timed_paths(f, rule, paths(f, events)):  # any order: per journey
                 since = None if path.disqualified else _reached_from(path, rule.from_step)
                 if since is None:
                     continue

@@ -10,7 +10,7 @@ person is evaluated, at its root's place in the walk, from the events of all its
 from __future__ import annotations
 
 from services.aggregator.batch import replace_progress
-from services.aggregator.engine import Evaluator
+from services.aggregator.engine import Evaluator, lookback_us
 from services.aggregator.repository import Session, events, funnels, identities
 
 
@@ -25,11 +25,15 @@ async def backfill_step(session: Session, limit: int, horizon_us: int, now_us: i
     known = await identities.known(session, [(project, p) for p in persons])
     roots = [p for p in persons if (project, p) not in known.links]
     ids = {p: [p, *sorted(known.members.get((project, p), ()))] for p in roots}
+    # From one lookback before the horizon, as a batch reads before its bound (``reevaluate``).
+    read_from = horizon_us - lookback_us(funnel.definition)
     history = await events.person_events(
-        session, project, [i for found in ids.values() for i in found], horizon_us
+        session, project, [i for found in ids.values() for i in found], read_from
     )
     evaluator = Evaluator(funnel.definition)
-    progress = {p: evaluator([e for i in ids[p] for e in history.get(i, ())]) for p in roots}
+    progress = {
+        p: evaluator([e for i in ids[p] for e in history.get(i, ())], horizon_us) for p in roots
+    }
     await replace_progress(session, funnel, progress, horizon_us, now_us)
     cursor = persons[-1] if persons else funnel.backfill_cursor
     await funnels.advance_backfill(

@@ -149,7 +149,7 @@ async def apply_batch(
         else identities.Known()
     )
     before = await load_histories(
-        session, {k: s for k, s in since.items() if not known.tangled(k)}, cache
+        session, {k: s for k, s in since.items() if not known.tangled(k)}, cache, active
     )
     added = await events.store_events(session, batch.fresh)
     resolve_ids = {(s.project_id, s.person_id) for s in taken if s.reason == linking.RESOLVE}
@@ -249,11 +249,15 @@ def _plain(
 
 
 async def load_histories(
-    session: Session, since_us: Mapping[PersonKey, int], cache: PersonCache
+    session: Session,
+    since_us: Mapping[PersonKey, int],
+    cache: PersonCache,
+    funnels: Sequence[ActiveFunnel] = (),
 ) -> Histories:
-    """The stored events of these persons from (at least) their ``since_us`` on: from the
-    cache when it holds them from there on, else from the database."""
-    found, reads = reevaluate.read_plan(since_us, cache)
+    """The stored events of these persons from (at least) their ``since_us`` on, less what
+    the ``funnels`` look back (``reevaluate.lookbacks``): from the cache when it holds them
+    from there on, else from the database."""
+    found, reads = reevaluate.read_plan(since_us, cache, reevaluate.lookbacks(funnels))
     for read in reads:
         history = await events.person_events(session, read.project_id, read.persons, read.since)
         found.events.update(((read.project_id, p), got) for p, got in history.items())

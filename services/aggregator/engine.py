@@ -80,6 +80,16 @@ def reach_us(definition: FunnelDefinition) -> int:
     return definition.window_us + max(offsets, default=0) * US
 
 
+def lookback_us(definition: FunnelDefinition) -> int:
+    """How far before the first entry it keeps an evaluation must read events.
+
+    In ``any`` order with re-marketing, whether an entry gets timers depends on the entries
+    that started up to one window before it (``_timers``), which depend on their own windows'
+    events only; otherwise an entry depends on nothing before its start.
+    """
+    return definition.window_us if definition.order == "any" and definition.remarketing else 0
+
+
 def evaluate(definition: FunnelDefinition, events: Iterable[PersonEvent]) -> PersonProgress:
     return Evaluator(definition)(events)
 
@@ -130,7 +140,9 @@ class Evaluator:
         )
         self._skippable = any(self._shape.optional)
 
-    def __call__(self, events: Iterable[PersonEvent]) -> PersonProgress:
+    def __call__(self, events: Iterable[PersonEvent], since: int | None = None) -> PersonProgress:
+        """The person's progress; with ``since``, only the entries, touches and timers from
+        that instant on, the events before it (``lookback_us``) read for what those need."""
         definition = self.definition
         o = self._order(events)
         # Each step event's tracked property values as text, read once for entries and
@@ -144,7 +156,12 @@ class Evaluator:
             for first, path, disqualified in self._paths(o)
         ]
         timers = _timers(definition, o, entries) if definition.remarketing else ()
-        return PersonProgress(tuple(entries), _touches(definition, o), timers)
+        touches = _touches(definition, o)
+        if since is not None and o.stream.ts and o.stream.ts[0] < since:  # events before it
+            entries = [e for e in entries if e.t0 >= since]
+            touches = tuple([t for t in touches if t.ts >= since])
+            timers = tuple([t for t in timers if t.entry_t0 >= since])
+        return PersonProgress(tuple(entries), touches, timers)
 
     def concerns(
         self, name: str, properties: Mapping[str, Any], context: Mapping[str, Any]
@@ -287,15 +304,27 @@ def _timers(
     An entry gets there when it does that step or a later one (an optional from_step may be
     skipped). An occurrence is cancelled when the person did the goal step's event at or
     after that and no later than the occurrence's due time (window or not).
+
+    In ``any`` order every instant with a step event starts an entry, so one journey is
+    many overlapping entries: an entry gets a rule's timers only when no entry that started
+    at most one window before it also got to the rule's from_step (one timer set per
+    journey; entries are in start order).
     """
     timers = []
+    journeys = definition.order == "any"
     for rule in definition.remarketing:
         goal = definition.steps[rule.goal_step - 1].matcher
         goals = [e.ts for e in o.events if goal.matches(e.name, e.properties, e.context)]
+        previous: int | None = None  # start of the latest entry that got to from_step
         for entry in entries:
             since = None if entry.disqualified else entry.passed_at(rule.from_step)
             if since is None:
                 continue
+            if journeys:
+                part_of = previous is not None and entry.t0 - previous <= definition.window_us
+                previous = entry.t0
+                if part_of:
+                    continue
             k = bisect_left(goals, since)
             goal_at = goals[k] if k < len(goals) else None
             for n, offset in enumerate(rule.offsets_s()):

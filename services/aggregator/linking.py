@@ -27,7 +27,7 @@ from services.aggregator.engine import PersonEvent
 from services.aggregator.identity import Claim, Link, Refusal, claims_of, redundant, resolve
 from services.aggregator.model import ActiveFunnel, Partition, Signal
 from services.aggregator.person_cache import CachedPerson, PersonCache, PersonKey
-from services.aggregator.reevaluate import bound_groups
+from services.aggregator.reevaluate import bound_groups, lookbacks
 from services.aggregator.repository import Session, events, identities, progress
 from services.aggregator.repository.identities import Known
 from shared.events import EVENTS_TOPIC, CanonicalEvent, partition_for, record_key, to_micros
@@ -242,23 +242,25 @@ async def merged_persons(
     by_project: dict[str, dict[str, int]] = defaultdict(dict)
     for (project, person), bound in bounds.items():
         by_project[project][person] = bound
+    back = lookbacks(funnels)  # events read before the bound, for what starts after it
     for project, persons in sorted(by_project.items()):
         for group_bound, people in bound_groups(persons):
+            read_from = group_bound - back.get(project, 0)
             ids = {p: sorted({p, *found.members.get((project, p), ())}) for p in people}
             unknown = []
             for person, got in ids.items():
                 key = (project, person)
                 out.ids[key] = [person, *(i for i in got if i != person)]
                 out.since[key] = group_bound
-                held = None if key in fresh else cache.get(key, group_bound)
+                held = None if key in fresh else cache.get(key, read_from)
                 if held is None:
                     unknown.append(person)
                     continue
                 out.cached[key] = held
-                out.events[key] = [e for e in held.events if e.ts >= group_bound]
+                out.events[key] = [e for e in held.events if e.ts >= read_from]
                 out.added[key] = [e for i in got for e in added.get((project, i), ())]
             read = await events.person_events(
-                session, project, [i for p in unknown for i in ids[p]], group_bound
+                session, project, [i for p in unknown for i in ids[p]], read_from
             )
             for person in unknown:
                 key = (project, person)

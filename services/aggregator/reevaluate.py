@@ -13,7 +13,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress, reach_us
+from services.aggregator.engine import (
+    Evaluator,
+    PersonEvent,
+    PersonProgress,
+    lookback_us,
+    reach_us,
+)
 from services.aggregator.model import ActiveFunnel
 from services.aggregator.person_cache import CachedPerson, FunnelKey, PersonCache, PersonKey
 from shared.clock import DAY_US
@@ -35,6 +41,15 @@ def bound_groups(bounds: Mapping[str, int]) -> list[tuple[int, list[str]]]:
         else:
             groups.append((since, [person]))
     return groups
+
+
+def lookbacks(funnels: Iterable[ActiveFunnel]) -> dict[str, int]:
+    """Per project, how far before a person's bound their events are read: the longest
+    ``lookback_us`` of its funnels (what is kept and replaced still starts at the bound)."""
+    found: dict[str, int] = {}
+    for f in funnels:
+        found[f.project_id] = max(found.get(f.project_id, 0), lookback_us(f.definition))
+    return found
 
 
 def read_since(
@@ -69,7 +84,8 @@ def read_since(
 
 @dataclass(frozen=True, slots=True)
 class Histories:
-    """What was stored of the batch's persons before it: their events from ``since`` on."""
+    """What was stored of the batch's persons before it: their events from ``since`` (less
+    their project's lookback) on; what is kept and replaced starts at ``since``."""
 
     events: dict[PersonKey, list[PersonEvent]]
     since: dict[PersonKey, int]
@@ -86,29 +102,34 @@ class Read:
 
 
 def read_plan(
-    since_us: Mapping[PersonKey, int], cache: PersonCache
+    since_us: Mapping[PersonKey, int],
+    cache: PersonCache,
+    lookback: Mapping[str, int] | None = None,
 ) -> tuple[Histories, list[Read]]:
-    """The histories the cache holds from (at least) each person's ``since_us`` on, and the
-    reads that complete them; each person's bound becomes their group's (``bound_groups``)."""
+    """The histories the cache holds from (at least) each person's ``since_us`` on, less
+    their project's ``lookback``, and the reads that complete them; each person's bound
+    becomes their group's (``bound_groups``)."""
+    lookback = lookback or {}
     by_project: dict[str, dict[str, int]] = defaultdict(dict)
     for (project, person), since in since_us.items():
         by_project[project][person] = since
     found = Histories({}, {}, {})
     reads = []
     for project, bounds in sorted(by_project.items()):
+        back = lookback.get(project, 0)
         for since, people in bound_groups(bounds):
             unknown = []
             for person in people:
                 key = (project, person)
                 found.since[key] = since
-                held = cache.get(key, since)
+                held = cache.get(key, since - back)
                 if held is None:
                     unknown.append(person)
                 else:
                     found.cached[key] = held
-                    found.events[key] = [e for e in held.events if e.ts >= since]
+                    found.events[key] = [e for e in held.events if e.ts >= since - back]
             if unknown:
-                reads.append(Read(project, since, unknown))
+                reads.append(Read(project, since - back, unknown))
     return found, reads
 
 
@@ -168,7 +189,7 @@ def _groups(
             bounds[before.since[(project, p)]].append(p)
     for since, group in sorted(bounds.items()):
         stored = {p: before.events.get((project, p), []) for p in group}
-        progress = {p: evaluator([*stored[p], *added[(project, p)]]) for p in group}
+        progress = {p: evaluator([*stored[p], *added[(project, p)]], since) for p in group}
         first_seen = {p for p in group if not stored[p] and (project, p) not in merged}
         held = _held(funnel.key, since, [(project, p) for p in group], before)
         yield Group(funnel, since, progress, first_seen, held)

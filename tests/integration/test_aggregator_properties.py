@@ -28,7 +28,8 @@ from shared.funnel import US, Entry, Touch, definition_from_doc
 from shared.tables import remarketing_timers as timers_table
 from tests.helpers import create_key, records
 from tests.oracle import oracle_report
-from tests.unit.test_engine_properties import definitions, streams
+from tests.oracle_journeys import journey_timers
+from tests.unit.test_engine_properties import definitions, streams, with_rules
 
 BASE_US = 1_767_225_600 * US  # 2026-01-01
 _projects = itertools.count()
@@ -87,15 +88,36 @@ def test_batches_through_the_database_equal_the_oracle(
     asyncio.run(_check(database_url, doc, events, cut, early, chunk, seed))
 
 
-async def _check(database_url, doc, events, cut, early, chunk, seed) -> None:
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    doc=with_rules(orders=("any",)),
+    events=streams(grid=40),
+    cut=st.integers(0, 50),
+    seed=st.randoms(),
+)
+def test_any_order_timers_from_late_batches_are_one_set_per_journey(
+    database_url, doc, events, cut, seed
+):
+    """Events spread over 800 s, farther than a batch reaches back (window plus offsets,
+    at most 250 s): batches re-evaluate persons from a bound, reading one window before it,
+    and must leave the timers of the whole history, one set per journey."""
+    # The backfill covers every person (5 steps) before the rest arrives: all of it is live.
+    asyncio.run(_check(database_url, doc, events, cut, 5, 1, seed, in_time_order=True))
+
+
+async def _check(database_url, doc, events, cut, early, chunk, seed, in_time_order=False) -> None:
     engine = create_engine(database_url)
     try:
-        await _compare(sessionmaker(engine), doc, events, cut, early, chunk, seed)
+        await _compare(sessionmaker(engine), doc, events, cut, early, chunk, seed, in_time_order)
     finally:
         await engine.dispose()
 
 
-async def _compare(sessions, doc, events, cut, early, chunk, seed) -> None:
+async def _compare(sessions, doc, events, cut, early, chunk, seed, in_time_order=False) -> None:
     project = f"prop{next(_projects)}"
     flat = [as_canonical(project, p, e) for p, evs in events.items() for e in evs]
     seed.shuffle(flat)
@@ -118,7 +140,18 @@ async def _compare(sessions, doc, events, cut, early, chunk, seed) -> None:
     # before the rest arrives: their later events go through the live path.
     for _ in range(early):
         await processor.backfill_step(1)
-    await deliver(flat[split:] + flat[: split // 2])  # later events plus redelivered ones
+    later = flat[split:]
+    if in_time_order:
+        # The rest one per batch in time order, half of them with the person cache emptied
+        # first: each re-evaluates its person from its own bound on (read from the cache or
+        # the database), and the last to reach an entry is the one that re-reads least
+        # before it, so an entry judged without the window before it would show.
+        for e in sorted(later, key=lambda e: (e.timestamp, e.event_id)):
+            if seed.random() < 0.5:
+                processor.cache.clear()
+            await deliver([e])
+        later = []
+    await deliver(later + flat[: split // 2])  # later events plus redelivered ones
     while await processor.backfill_step(2):
         pass
     f = definition_from_doc(doc)
@@ -153,6 +186,7 @@ async def _compare(sessions, doc, events, cut, early, chunk, seed) -> None:
         if progress.touches
     }
     # Entries that start at the same instant share their timers (one notice per start).
+    assert stored_timers == sorted(journey_timers(f, shifted))
     assert stored_timers == sorted(
         {
             (p, x.rule, x.entry_t0, x.occurrence, x.due_us)

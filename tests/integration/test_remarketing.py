@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from datetime import datetime
 
 import httpx
 import pytest
@@ -66,12 +67,13 @@ class World:
             while await self.worker.run_once():
                 pass
 
-    async def funnel_and_hook(self, rules=RULES) -> str:
+    async def funnel_and_hook(self, rules=RULES, **options) -> str:
         funnel = {
             "name": "buyers",
             "steps": [{"event": "visit"}, {"event": "signup"}, {"event": "buy"}],
             "window_seconds": 100 * DAY,
             "remarketing": rules,
+            **options,
         }
         created = await self.api.post("/v1/funnels", json=funnel)
         assert created.status_code == 201, created.text
@@ -141,6 +143,31 @@ async def test_seven_and_ninety_day_rules_fire_on_schedule_and_stop_on_conversio
         "outcome": "fired",
     }
     assert REGISTRY.get_sample_value("funnel_remarketing_triggers_total", labels) >= 2
+
+
+async def test_an_any_order_journey_gets_one_remarketing_webhook(world):
+    """Entries at 0, 8 and 15 days overlap one after another (10-day window): one journey.
+    The event at day 50 re-evaluates from day 10 on, which must still see the entry at 8."""
+    rule = {"name": "30-day", "after_seconds": 30 * DAY}
+    await world.funnel_and_hook([rule], order="any", window_seconds=10 * DAY)
+    t0 = world.clock.now_s
+    await world.feed(
+        canonical("p", "visit", t0),
+        canonical("p", "signup", t0 + 8 * DAY),
+        canonical("p", "visit", t0 + 15 * DAY),
+        canonical("q", "visit", t0),
+        canonical("q", "visit", t0 + 20 * DAY),
+    )
+    await world.advance_to(t0 + 50 * DAY, step_s=6 * 3600)
+    await world.feed(canonical("p", "signup", t0 + 50 * DAY))
+    await world.advance_to(t0 + 100 * DAY, step_s=6 * 3600)
+    days: dict[str, list[int]] = defaultdict(list)
+    for message in world.receiver.unique().values():
+        data = message["data"]
+        entered = datetime.fromisoformat(data["entry_time"]).timestamp()
+        days[data["person_id"]].append(round((entered - t0) / DAY))
+    assert {p: sorted(d) for p, d in days.items()} == {"p": [0, 50], "q": [0, 20]}
+    assert world.receiver.duplicates() == 0
 
 
 async def test_grace_lets_a_late_conversion_cancel_the_trigger(world):

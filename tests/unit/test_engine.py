@@ -248,3 +248,43 @@ def test_timers_start_when_the_entry_passed_an_optional_from_step():
     progress = evaluate(f, [ev("a", 0), ev("c", 4)])
     assert [(t.due_us, t.cancelled) for t in progress.timers] == [(14 * US, False)]
     assert evaluate(f, [ev("a", 0)]).timers == ()
+
+
+def test_any_order_journey_gets_one_timer_set():
+    """README: an entry gets a rule's timers only when no entry that started at most one
+    window before it also got to the rule's from_step."""
+    rule = {"name": "r", "from_step": 1, "goal_step": 3, "after_seconds": 30}
+    f = funnel("a", "b", "c", order="any", window_seconds=10, remarketing=[rule])
+
+    def timed(*events):
+        return [(t.entry_t0 // US, t.due_us // US) for t in evaluate(f, list(events)).timers]
+
+    # Entries at 0, 5 and 12 overlap one after another: one journey, one timer.
+    assert timed(ev("a", 0), ev("b", 5), ev("b", 12)) == [(0, 30)]
+    # 20 s apart: two journeys.
+    assert timed(ev("a", 0), ev("a", 20)) == [(0, 30), (20, 50)]
+    # From step 2: the entry at 0 never gets there, so the one at 3 (a, b, c) starts the
+    # journey, and the one at 11 (b, c) is part of it.
+    events = [ev("a", 0), ev("a", 3), ev("b", 11), ev("c", 12)]
+    rules = [{**rule, "from_step": 2, "goal_step": 4}, {**rule, "name": "s", "goal_step": 4}]
+    g = funnel("a", "b", "c", "d", order="any", window_seconds=10, remarketing=rules)
+    got = evaluate(g, events).timers
+    assert [(t.rule, t.entry_t0 // US, t.due_us // US) for t in got] == [
+        ("r", 3, 41),
+        ("s", 0, 30),
+    ]
+
+
+def test_an_evaluation_from_a_bound_keeps_what_the_whole_history_gives_from_there():
+    rule = {"name": "r", "from_step": 1, "goal_step": 3, "after_seconds": 30}
+    f = funnel("a", "b", "c", order="any", window_seconds=10, remarketing=[rule])
+    history = [ev("a", 0), ev("b", 8), ev("a", 15), ev("b", 40)]
+    since = 12 * US
+    part = Evaluator(f)([e for e in history if e.ts >= since - 10 * US], since)
+    whole = evaluate(f, history)
+    assert part.timers == tuple(t for t in whole.timers if t.entry_t0 >= since)
+    assert part.entries == tuple(e for e in whole.entries if e.t0 >= since)
+    assert [t.entry_t0 // US for t in part.timers] == [40]  # 15 is part of the journey at 8
+    # Without the window before the bound, the entry at 15 would look like a journey's start.
+    alone = Evaluator(f)([e for e in history if e.ts >= since], since)
+    assert [t.entry_t0 // US for t in alone.timers] == [15, 40]

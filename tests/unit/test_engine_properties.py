@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.aggregator.engine import Evaluator, PersonEvent, evaluate, evaluate_by_value
+from services.aggregator.engine import (
+    Evaluator,
+    PersonEvent,
+    evaluate,
+    evaluate_by_value,
+    lookback_us,
+)
 from services.api.reports.histogram import histogram, samples_s
 from services.api.reports.python import Breakdown, Window, counted_entries
 from services.api.reports.raw import entries_from_events, needs_events, report_from_events
@@ -25,6 +31,7 @@ from shared.funnel import (
     totals_entries,
 )
 from tests.oracle import counted, entries_of, oracle_histogram, oracle_report
+from tests.oracle_journeys import journey_timers
 from tests.oracle_paths import Path
 from tests.pipeline import production_report
 
@@ -277,3 +284,51 @@ def test_time_to_convert_equals_the_oracles_histogram(doc, events, count, steps,
     want, mean = oracle_histogram(f, events, 0, 10**12, a, b, bins, count, filters)
     assert [(x.start_s, x.units) for x in got.bins] == [(float(s), n) for s, n in want]
     assert got.mean_s == pytest.approx(mean)
+
+
+TIMER_RULES = [
+    {"name": "once", "after_seconds": 50},
+    {"name": "again", "after_seconds": 30, "repeat_every_seconds": 40, "until_seconds": 150},
+]
+
+
+@st.composite
+def with_rules(draw: Any, orders: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A random funnel (``definitions``) with one or two re-marketing rules."""
+    doc = draw(definitions(optional=True, orders=orders))
+    n = len(doc["steps"])
+    rules = []
+    for rule in draw(st.lists(st.sampled_from(TIMER_RULES), min_size=1, max_size=2, unique_by=str)):
+        start = draw(st.integers(1, n - 1))
+        rules.append({**rule, "from_step": start, "goal_step": draw(st.integers(start + 1, n))})
+    return {**doc, "remarketing": rules}
+
+
+@examples(200)
+@given(doc=with_rules(), events=streams())
+def test_timers_equal_the_oracles_one_set_per_any_order_journey(doc, events):
+    f = definition_from_doc(doc)
+    got = {
+        (p, t.rule, t.entry_t0, t.occurrence, t.due_us)
+        for p, evs in events.items()
+        for t in evaluate(f, evs).timers
+        if not t.cancelled
+    }
+    assert got == journey_timers(f, events)
+
+
+@examples(200)
+@given(doc=with_rules(orders=("any", "ordered")), events=streams(grid=60), since=st.integers(0, 60))
+def test_an_evaluation_from_a_bound_equals_the_whole_history_from_there(doc, events, since):
+    """What a batch or a backfill does: evaluate the events from one lookback before a bound
+    and keep what starts from it; that is what evaluating the whole history keeps there."""
+    f = definition_from_doc(doc)
+    evaluator = Evaluator(f)
+    bound = since * 10 * US
+    read_from = bound - lookback_us(f)
+    for person_events in events.values():
+        whole = evaluator(person_events)
+        part = evaluator([e for e in person_events if e.ts >= read_from], bound)
+        assert part.entries == tuple(e for e in whole.entries if e.t0 >= bound)
+        assert part.touches == tuple(t for t in whole.touches if t.ts >= bound)
+        assert part.timers == tuple(t for t in whole.timers if t.entry_t0 >= bound)
