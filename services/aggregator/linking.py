@@ -129,7 +129,9 @@ async def _resolve(
     before = await identities.stored_links(session, project, ids)
     resolution = resolve(component)
     mine = [i for i in ids if owner.local((project, i))]
-    refused = await identities.stored_refusals(session, project, mine)
+    mine_set = set(mine)
+    stored_refused = await identities.stored_refusals(session, project, ids)
+    refused = {k: r for k, r in stored_refused.items() if k[1] in mine_set}
     await identities.save_links(
         session, project, mine, resolution.links, resolution.refusals, before, refused
     )
@@ -139,13 +141,14 @@ async def _resolve(
         key = (project, id_)
         out.ids.add(key)
         if not owner.local(key):
-            if resolution.links.get(id_) != before.get(id_):
+            if resolution.links.get(id_) != before.get(id_) or _refusals_of(
+                id_, resolution.refusals
+            ) != _refusals_of(id_, stored_refused.values()):
                 out.signals.append(owner.signal(key, RESOLVE, 0))
             continue
         was, now = _root(before, id_), _root(after, id_)
         if was != now:
             out.moved[key] = (was, now)
-    mine_set = set(mine)
     out.links_made += sum(
         1 for i, link in resolution.links.items() if i in mine_set and before.get(i) != link
     )
@@ -154,6 +157,11 @@ async def _resolve(
         for r in resolution.refusals
         if r.claim.anon in mine_set and (r.claim.event_id, r.claim.anon) not in refused
     ]
+
+
+def _refusals_of(anon: str, refusals: Iterable[Refusal]) -> set[Refusal]:
+    """The refusals of claims of this anonymous id (its owner records them)."""
+    return {r for r in refusals if r.claim.anon == anon}
 
 
 def _root(links: Mapping[str, Link], id_: str) -> str:

@@ -108,8 +108,9 @@ class Processor:
         return done.committed
 
     async def apply_signals(self, expected: dict[Partition, int | None]) -> None:
-        """Take the signals of the partitions held (``expected``) without records."""
-        if any(offset is not None for offset in expected.values()):
+        """Take the signals of the partitions held (``expected``) without records, also
+        of partitions with nothing applied yet (their offset rows are held all the same)."""
+        if expected:
             await self._apply_batch([], expected)
 
     async def _isolate(

@@ -122,6 +122,26 @@ async def test_a_consumer_with_stale_offsets_cannot_commit(sessions, processor):
     assert await reached(sessions, funnel_id) == {"p": [1]}
 
 
+async def test_a_partition_held_before_its_first_record_is_held_by_its_row(sessions, processor):
+    """Signals to a partition with nothing applied are taken under its offset row, made at
+    0 (loaded as nothing stored); its first batch moves it, and a consumer that still
+    believes nothing is applied there can no longer commit."""
+    funnel_id = await new_funnel(sessions, "a", "b")
+    await finish_backfill(processor)
+    partition = (EVENTS_TOPIC, 0)
+    await processor.apply_signals({partition: None})
+    async with sessions() as session:
+        assert await session.scalar(select(consumer_offsets.c.next_offset)) == 0
+    assert await processor.load_offsets([partition]) == {}
+    await processor.apply(records([canonical("p", "a", T0)]), {partition: None})
+    async with sessions() as session:
+        assert await session.scalar(select(consumer_offsets.c.next_offset)) == 1
+    zombie = Processor(sessions, GROUP, horizon_us=lambda: 0)
+    with pytest.raises(StaleOffsets):
+        await zombie.apply_signals({partition: None})
+    assert await reached(sessions, funnel_id) == {"p": [1]}
+
+
 async def test_what_a_consumer_knows_of_its_persons_is_dropped_on_assignment(sessions, processor):
     """A consumer keeps its persons' stored state in memory (person_cache.py); while its partition
     was elsewhere, another consumer wrote them, so taking it back must forget that state."""
