@@ -80,7 +80,7 @@ class Replica:
         self._position: int | None = None  # where the next log read starts
         self._seen: set[int] = set()  # ids read at or above the position (PostgreSQL)
         self._polled_at_us = 0  # when the latest successful log read began
-        self._purged_at = 0.0
+        self._purged_at = time.monotonic()
         self.complete_to_us: int | None = None
         self._poll_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -271,8 +271,12 @@ class Replica:
         if time.monotonic() - self._purged_at < 60:
             return
         self._purged_at = time.monotonic()
+        before = now_us() - self._keep_us
+        async with self._sessions() as session:
+            if not await repository.log_older_than(session, before):
+                return  # no write transaction for nothing (SQLite has one writer)
         async with self._sessions.begin() as session:
-            await repository.purge_log(session, now_us() - self._keep_us)
+            await repository.purge_log(session, before)
 
     # --- the background poll -------------------------------------------------------------
 
@@ -297,7 +301,12 @@ class Replica:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._db.close()
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        """Close DuckDB once no write runs (a read still running keeps its own cursor)."""
+        with self._write, contextlib.suppress(duckdb.Error):
+            self._db.close()
 
 
 def _insert(

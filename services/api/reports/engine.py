@@ -61,13 +61,15 @@ class _Work:
     async def run(self, session: Session) -> Computed:
         start, end, window = self.range
         began = time.perf_counter()
-        # Read before what it describes (identical requests share one computation, so each
-        # computation carries its own instant).
-        complete = await group_complete_to(session, self.group_id)
+        # The replica reads in sessions of its own, before this one holds a transaction (on
+        # SQLite each holds the write lock), and says what it is complete to.
         found = await self._from_replica(window)
         if found is not None:
             result, complete = found
         else:
+            # Read before what it describes (identical requests share one computation, so
+            # each computation carries its own instant).
+            complete = await group_complete_to(session, self.group_id)
             result = await compute_report(
                 session, self.funnel, self.definition, window, self.mode, self.chosen, self.filters
             )

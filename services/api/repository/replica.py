@@ -43,6 +43,12 @@ async def log_since(session: AsyncSession, position: int) -> list[LogRow]:
     return [(int(i), tx, f, p) for i, tx, f, p in await session.execute(stmt)]
 
 
+async def log_older_than(session: AsyncSession, before_us: int) -> bool:
+    c = progress_log.c
+    stmt = select(c.id).where(c.written_at_us < before_us).limit(1)
+    return (await session.scalar(stmt)) is not None
+
+
 async def purge_log(session: AsyncSession, before_us: int) -> int:
     """Delete the log's rows written before ``before_us``; how many."""
     result = await session.execute(
