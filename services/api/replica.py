@@ -82,6 +82,7 @@ class Replica:
         self._polled_at_us = 0  # when the latest successful log read began
         self._purged_at = time.monotonic()
         self.complete_to_us: int | None = None
+        self.served = 0  # reports computed here
         self._poll_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -98,6 +99,12 @@ class Replica:
         task = asyncio.create_task(self.load(funnel_id, version, definition))
         self._loading[funnel_id] = task
         task.add_done_callback(lambda _: self._loading.pop(funnel_id, None))
+
+    async def loaded(self, funnel_id: str) -> None:
+        """Wait for the funnel's load under way, if any."""
+        task = self._loading.get(funnel_id)
+        if task is not None:
+            await asyncio.shield(task)
 
     async def report(
         self,
@@ -120,6 +127,7 @@ class Replica:
         rows = await asyncio.to_thread(self._read, statement, params)
         if not self.holds(funnel_id, version):
             return None
+        self.served += 1
         return sql.report_from_rows(definition, rows, breakdown), complete
 
     def _read(self, statement: str, params: dict[str, Any]) -> list[Any]:
