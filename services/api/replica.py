@@ -42,9 +42,9 @@ from shared.funnel import CountMode, Entry, FunnelDefinition, Touch
 log = logging.getLogger(__name__)
 
 SCHEMA = (
-    "CREATE TABLE entries (funnel VARCHAR, person INTEGER, t0 BIGINT, lft BIGINT, rgt BIGINT, "
+    "CREATE TABLE entries (funnel INTEGER, person INTEGER, t0 BIGINT, lft BIGINT, rgt BIGINT, "
     "reached INTEGER, disqualified BOOLEAN, st BIGINT[], x DOUBLE[])",
-    "CREATE TABLE touches (funnel VARCHAR, person INTEGER, prop VARCHAR, ts BIGINT, "
+    "CREATE TABLE touches (funnel INTEGER, person INTEGER, prop VARCHAR, ts BIGINT, "
     "prev BIGINT, nxt BIGINT, v VARCHAR)",
 )
 
@@ -75,6 +75,7 @@ class Replica:
             self._db.execute(statement)
         self._write = threading.Lock()
         self._persons: dict[str, int] = {}
+        self._funnels: dict[str, int] = {}  # funnel id -> its key in the tables
         self._held: dict[str, _Held] = {}
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._position: int | None = None  # where the next log read starts
@@ -122,7 +123,7 @@ class Replica:
             return None
         complete = self.complete_to_us
         statement, params = columnar.report_statement(
-            funnel_id, definition, window, count, breakdown
+            self._funnel_key(funnel_id), definition, window, count, breakdown
         )
         rows = await asyncio.to_thread(self._read, statement, params)
         if not self.holds(funnel_id, version):
@@ -214,6 +215,9 @@ class Replica:
         if not ok:
             self._held.pop(funnel_id, None)
 
+    def _funnel_key(self, funnel_id: str) -> int:
+        return self._funnels.setdefault(funnel_id, len(self._funnels))
+
     def _key(self, person: str) -> int:
         key = self._persons.get(person)
         if key is None:
@@ -233,14 +237,15 @@ class Replica:
         False when a person's entries do not fit the layout (two starting at one instant)."""
         entry_rows: list[tuple[Any, ...]] = []
         touch_rows: list[tuple[Any, ...]] = []
+        funnel = self._funnel_key(funnel_id)
         try:
             for person in persons:
                 key = self._key(person)
                 found = columnar.person_rows(
                     definition, key, entries.get(person, ()), touches.get(person, ())
                 )
-                entry_rows.extend((funnel_id, *r) for r in found.entries)
-                touch_rows.extend((funnel_id, *r) for r in found.touches)
+                entry_rows.extend((funnel, *r) for r in found.entries)
+                touch_rows.extend((funnel, *r) for r in found.touches)
         except ValueError:
             log.warning("funnel %s: entries the columnar layout cannot hold", funnel_id)
             return False
@@ -251,12 +256,12 @@ class Replica:
                 db.execute("BEGIN")
                 for table in ("entries", "touches"):
                     if whole:
-                        db.execute(f"DELETE FROM {table} WHERE funnel = $f", {"f": funnel_id})  # noqa: S608
+                        db.execute(f"DELETE FROM {table} WHERE funnel = $f", {"f": funnel})  # noqa: S608
                     elif keys:
                         db.execute(
                             f"DELETE FROM {table} WHERE funnel = $f AND person IN "  # noqa: S608
                             "(SELECT unnest($k))",
-                            {"f": funnel_id, "k": keys},
+                            {"f": funnel, "k": keys},
                         )
                 _insert(db, "entries", 9, entry_rows)
                 _insert(db, "touches", 7, touch_rows)

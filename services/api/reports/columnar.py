@@ -113,19 +113,20 @@ def _aggregates(definition: FunnelDefinition) -> str:
 
 
 def report_statement(
-    funnel_id: str,
+    funnel: int,
     definition: FunnelDefinition,
     window: Window,
     count: CountMode = "uniques",
     breakdown: Breakdown | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The DuckDB statement of a report :func:`covers`, and its parameters."""
+    """The DuckDB statement of a report :func:`covers` (``funnel``: the replica's integer key
+    of the funnel), and its parameters."""
     if count == "totals":
         counted = "NOT disqualified"
     else:
         counted = "(lft IS NULL OR lft < $lo) AND (rgt IS NULL OR rgt >= $hi)"
     params: dict[str, Any] = {
-        "funnel": funnel_id,
+        "funnel": funnel,
         "lo": window.start,
         "hi": window.end,
         "now": window.now,
