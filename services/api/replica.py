@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 SCHEMA = (
     "CREATE TABLE entries (funnel INTEGER, person INTEGER, t0 BIGINT, lft BIGINT, rgt BIGINT, "
     "reached INTEGER, disqualified BOOLEAN, st BIGINT[], x DOUBLE[])",
-    "CREATE TABLE touches (funnel INTEGER, person INTEGER, prop VARCHAR, ts BIGINT, "
+    "CREATE TABLE touches (funnel INTEGER, person INTEGER, prop SMALLINT, ts BIGINT, "
     "prev BIGINT, nxt BIGINT, v VARCHAR)",
 )
 

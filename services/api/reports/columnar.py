@@ -72,9 +72,9 @@ def person_rows(
             ]
         rows.append((person, e.t0, b.left, b.right, e.reached, e.disqualified, e.step_times, x))
     found = []
-    for name in definition.breakdowns:
+    for index, name in enumerate(definition.breakdowns):
         for t in touch_bounds(touches, name):
-            found.append((person, name, t.touch.ts, t.previous, t.next, t.touch.values[name]))
+            found.append((person, index, t.touch.ts, t.previous, t.next, t.touch.values[name]))
     return PersonRows(rows, found)
 
 
@@ -147,7 +147,8 @@ def report_statement(
     edge = "(prev IS NULL OR prev < $lo)"
     if breakdown.attribution == "last_touch":
         edge = "(nxt IS NULL OR nxt >= $hi)"
-    params.update(prop=breakdown.property, limit=breakdown.limit)
+    # Properties are numbered by their place among the funnel's declared breakdowns.
+    params.update(prop=definition.breakdowns.index(breakdown.property), limit=breakdown.limit)
     persons = "count(*)" if count == "uniques" else "count(DISTINCT person)"
     return (
         f"""
