@@ -41,6 +41,8 @@ from shared.funnel import CountMode, Entry, FunnelDefinition, Touch
 
 log = logging.getLogger(__name__)
 
+LOAD_SLICE = 20_000  # persons read per transaction when a funnel is loaded whole
+
 SCHEMA = (
     "CREATE TABLE entries (funnel INTEGER, person INTEGER, t0 BIGINT, lft BIGINT, rgt BIGINT, "
     "reached INTEGER, disqualified BOOLEAN, st BIGINT[], x DOUBLE[])",
@@ -65,10 +67,12 @@ class Replica:
         *,
         poll_s: float = 0.2,
         log_keep_s: float = 3600.0,
+        load_slice: int = LOAD_SLICE,
     ) -> None:
         self._sessions = sessions
         self._group_id = group_id
         self._poll_s = poll_s
+        self._load_slice = load_slice
         self._keep_us = int(log_keep_s * US)
         self._db = duckdb.connect(":memory:")
         for statement in SCHEMA:
@@ -78,6 +82,7 @@ class Replica:
         self._funnels: dict[str, int] = {}  # funnel id -> its key in the tables
         self._held: dict[str, _Held] = {}
         self._loading: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, set[str]] = {}  # funnel being loaded -> persons changed
         self._position: int | None = None  # where the next log read starts
         self._seen: set[int] = set()  # ids read at or above the position (PostgreSQL)
         self._polled_at_us = 0  # when the latest successful log read began
@@ -145,25 +150,45 @@ class Replica:
     # --- following the database ----------------------------------------------------------
 
     async def load(self, funnel_id: str, version: int, definition: FunnelDefinition) -> None:
-        """Load the funnel whole (its rows replace any held)."""
+        """Load the funnel whole (its rows replace any held), a slice of persons at a time,
+        each read in a short transaction of its own (on SQLite each holds the write lock):
+        the log's position is taken first, so a person changed after their slice was read
+        is applied again by the next catch-up, which a report makes before it reads."""
         async with self._poll_lock:
             if self._position is None:
                 await self._start_log()
+            self._held.pop(funnel_id, None)
+            self._pending[funnel_id] = set()  # persons the log names meanwhile
+        await asyncio.to_thread(self._clear, funnel_id)
+        after: str | None = None
+        while True:
             async with self._sessions() as session:
-                entries, touches = await repository.progress_of(session, funnel_id, None)
+                persons = await repository.persons_after(
+                    session, funnel_id, after, self._load_slice
+                )
+                if not persons:
+                    break
+                entries, touches = await repository.progress_of(
+                    session, funnel_id, None, (after, persons[-1])
+                )
             ok = await asyncio.to_thread(
-                self._replace,
-                funnel_id,
-                definition,
-                sorted(entries.keys() | touches.keys()),
-                entries,
-                touches,
-                True,
+                self._replace, funnel_id, definition, persons, entries, touches, True
             )
-            if ok:
-                self._held[funnel_id] = _Held(version, definition)
-            else:
-                self._held.pop(funnel_id, None)
+            if not ok:
+                self._pending.pop(funnel_id, None)
+                return
+            after = persons[-1]
+        async with self._poll_lock:
+            self._held[funnel_id] = _Held(version, definition)
+            changed = sorted(self._pending.pop(funnel_id, ()))
+            if changed:
+                await self._apply(funnel_id, changed)
+
+    def _clear(self, funnel_id: str) -> None:
+        funnel = self._funnel_key(funnel_id)
+        with self._write:
+            for table in ("entries", "touches"):
+                self._db.execute(f"DELETE FROM {table} WHERE funnel = $f", {"f": funnel})  # noqa: S608
 
     async def _start_log(self) -> None:
         async with self._sessions() as session:
@@ -195,6 +220,8 @@ class Replica:
             for _, _, funnel, person in fresh:
                 if funnel in self._held:
                     changed.setdefault(funnel, set()).add(person)
+                elif funnel in self._pending:
+                    self._pending[funnel].add(person)
             for funnel, persons in sorted(changed.items()):
                 await self._apply(funnel, sorted(persons))
             # Rows the next read returns again (see ``log_since``): skipped then.
@@ -231,9 +258,9 @@ class Replica:
         persons: Sequence[str],
         entries: dict[str, list[Entry]],
         touches: dict[str, list[Touch]],
-        whole: bool,
+        absent: bool,
     ) -> bool:
-        """Replace these persons' rows (``whole``: all the funnel's) in one transaction;
+        """Replace these persons' rows in one transaction (``absent``: they have none yet);
         False when a person's entries do not fit the layout (two starting at one instant)."""
         entry_rows: list[tuple[Any, ...]] = []
         touch_rows: list[tuple[Any, ...]] = []
@@ -255,9 +282,7 @@ class Replica:
             try:
                 db.execute("BEGIN")
                 for table in ("entries", "touches"):
-                    if whole:
-                        db.execute(f"DELETE FROM {table} WHERE funnel = $f", {"f": funnel})  # noqa: S608
-                    elif keys:
+                    if keys and not absent:
                         db.execute(
                             f"DELETE FROM {table} WHERE funnel = $f AND person IN "  # noqa: S608
                             "(SELECT unnest($k))",

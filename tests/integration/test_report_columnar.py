@@ -80,7 +80,7 @@ def test_columnar_report_equals_python_report(
 async def _check(url, doc, events, split, again, asked) -> None:
     engine = create_engine(url)
     sessions = sessionmaker(engine)
-    replica = Replica(sessions, "no-group")
+    replica = Replica(sessions, "no-group", load_slice=2)  # loads in slices of 2 persons
     try:
         project = f"col{next(_projects)}"
         async with sessions.begin() as session:

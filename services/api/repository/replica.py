@@ -61,18 +61,33 @@ def _as_text(column: Any) -> Any:
     return cast(column, Text)
 
 
+async def persons_after(
+    session: AsyncSession, funnel_id: str, after: str | None, limit: int
+) -> list[str]:
+    """The next ``limit`` persons with entries in the funnel after ``after`` (in the
+    database's order of ids), for loading a funnel a slice of persons at a time."""
+    e = funnel_entries.c
+    stmt = select(e.person_id).where(e.funnel_id == funnel_id).distinct()
+    if after is not None:
+        stmt = stmt.where(e.person_id > after)
+    stmt = stmt.order_by(e.person_id).limit(limit)
+    return list(await session.scalars(stmt))
+
+
 async def progress_of(
-    session: AsyncSession, funnel_id: str, persons: Sequence[str] | None
+    session: AsyncSession,
+    funnel_id: str,
+    persons: Sequence[str] | None,
+    between: tuple[str | None, str] | None = None,
 ) -> tuple[dict[str, list[Entry]], dict[str, list[Touch]]]:
-    """All stored entries and touches of the funnel's persons (``None``: of every person)."""
+    """All stored entries and touches of the funnel's ``persons``, or of the persons in
+    ``between`` (after the first id, if any, up to the second)."""
     e, t = funnel_entries.c, funnel_touches.c
     entries: dict[str, list[Entry]] = defaultdict(list)
     touches: dict[str, list[Touch]] = defaultdict(list)
-    chunks = (
-        [None]
-        if persons is None
-        else [persons[i : i + CHUNK] for i in range(0, len(persons), CHUNK)]
-    )
+    chunks: list[Sequence[str] | None] = [None]
+    if persons:
+        chunks = [persons[i : i + CHUNK] for i in range(0, len(persons), CHUNK)]
     for chunk in chunks:
         of_entries = select(
             e.person_id, e.t0_us, _as_text(e.step_times), e.disqualified, _as_text(e.step_values)
@@ -83,6 +98,15 @@ async def progress_of(
         if chunk is not None:
             of_entries = of_entries.where(e.person_id.in_(chunk))
             of_touches = of_touches.where(t.person_id.in_(chunk))
+        elif between is not None:
+            low, high = between
+            of_entries = of_entries.where(e.person_id <= high)
+            of_touches = of_touches.where(t.person_id <= high)
+            if low is not None:
+                of_entries = of_entries.where(e.person_id > low)
+                of_touches = of_touches.where(t.person_id > low)
+        elif persons is not None:
+            break  # no persons asked for
         for person, t0, times, disqualified, values in await session.execute(of_entries):
             decoded = orjson.loads(values)
             entries[person].append(
