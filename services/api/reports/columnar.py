@@ -155,7 +155,7 @@ def report_statement(
     WITH {c},
     t AS (SELECT person, v FROM touches
           WHERE funnel = $funnel AND prop = $prop AND ts >= $lo AND ts < $hi AND {edge}),
-    l AS (SELECT {keep}, t.v FROM c LEFT JOIN t USING (person)),
+    l AS MATERIALIZED (SELECT {keep}, t.v FROM c LEFT JOIN t USING (person)),
     sizes AS (SELECT v, {persons} AS persons FROM l WHERE v IS NOT NULL GROUP BY v),
     ranked AS (SELECT v, row_number() OVER (ORDER BY persons DESC, v) AS pos FROM sizes),
     g AS (SELECT l.*,
