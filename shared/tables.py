@@ -354,3 +354,20 @@ person_signals = Table(
     Column("since_us", BigInteger, nullable=False),
     Index(None, "topic", "partition"),
 )
+
+# The (funnel, person) pairs whose stored progress each committed batch changed, written in
+# the batch's transaction (migration 0012): the feed the API's columnar replicas follow.
+# ``tx``: the writing transaction's id on PostgreSQL (NULL on SQLite, whose writers commit in
+# id order). Rows older than the replicas need are purged (services/api/replica.py).
+progress_log = Table(
+    "progress_log",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("funnel_id", String(36), nullable=False),
+    Column("person_id", String(256), nullable=False),
+    Column("tx", BigInteger),
+    Column("written_at_us", BigInteger, nullable=False),
+    Index(None, "tx"),
+    Index(None, "written_at_us"),
+    sqlite_autoincrement=True,
+)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import CommonSettings
@@ -21,3 +23,6 @@ class ApiSettings(CommonSettings):
     report_stale_after_ms: float = 250.0
     # The aggregators' consumer group, whose progress the freshness figures describe.
     aggregator_group_id: str = "funnel-aggregator"
+    # Where cold reports are computed when it can answer them: the in-process columnar
+    # replica (services/api/replica.py), or always the database.
+    read_engine: Literal["duckdb", "database"] = "duckdb"

@@ -5,13 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import BigInteger, Text, bindparam, delete, func, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.changes import ProgressChanges, Stored
 from services.aggregator.repository.scan import CHUNK, delete_ids, per_person
-from shared.db import bulk_insert, insert_ignoring
-from shared.tables import funnel_changes, funnel_entries, funnel_touches, remarketing_timers
+from shared.clock import now_us
+from shared.db import bulk_insert, insert_ignoring, is_postgres
+from shared.tables import (
+    funnel_changes,
+    funnel_entries,
+    funnel_touches,
+    progress_log,
+    remarketing_timers,
+)
 
 # Tuples and dicts of tuples are written as JSON arrays and objects.
 ENTRY_COLUMNS = (
@@ -65,6 +72,21 @@ async def save_progress(session: AsyncSession, funnel_id: str, changes: Progress
         TOUCH_COLUMNS,
         [(funnel_id, person, t.ts, t.seq, t.values) for person, t in changes.touches],
     )
+    await log_changed(session, [(funnel_id, p) for p in sorted(changes.changed)])
+
+
+async def log_changed(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> None:
+    """Append (funnel, person) pairs whose stored rows this transaction changes to the
+    progress log (migration 0012), with the transaction's id on PostgreSQL."""
+    if not pairs:
+        return
+    stmt = insert(progress_log)
+    if is_postgres(session):
+        stmt = stmt.values(tx=func.pg_current_xact_id().cast(Text).cast(BigInteger))
+    at = now_us()
+    rows = [{"funnel_id": f, "person_id": p, "written_at_us": at} for f, p in pairs]
+    for i in range(0, len(rows), CHUNK):
+        await session.execute(stmt, rows[i : i + CHUNK])
 
 
 async def _delete_keys(
@@ -102,6 +124,7 @@ async def remove_persons(
     t = remarketing_timers.c
     for i in range(0, len(person_ids), CHUNK):
         people = list(person_ids[i : i + CHUNK])
+        await log_changed(session, [(f, p) for f in funnel_ids for p in people])
         for table in (funnel_entries, funnel_touches):
             c = table.c
             await session.execute(

@@ -16,9 +16,11 @@ from typing import Literal
 
 from services.api.freshness import derive
 from services.api.limits import bounded_range
+from services.api.replica import Replica
+from services.api.reports import columnar
 from services.api.reports.cache import Computed, ReportCache
 from services.api.reports.computation import compute_report, valid_until
-from services.api.reports.python import Breakdown, Window
+from services.api.reports.python import Breakdown, FunnelReport, Window
 from services.api.reports.raw import needs_events
 from services.api.repository import Session, Sessions, freshness, progress
 from services.api.repository.funnels import FunnelRow
@@ -53,16 +55,24 @@ class _Work:
     open_end: bool
     rolling_us: int | None
     group_id: str
+    version: int = 0
+    replica: Replica | None = None  # the columnar replica, when reports may use it
 
     async def run(self, session: Session) -> Computed:
         start, end, window = self.range
         began = time.perf_counter()
-        # Read before what it describes (identical requests share one computation, so each
-        # computation carries its own instant).
-        complete = await group_complete_to(session, self.group_id)
-        result = await compute_report(
-            session, self.funnel, self.definition, window, self.mode, self.chosen, self.filters
-        )
+        # The replica reads in sessions of its own, before this one holds a transaction (on
+        # SQLite each holds the write lock), and says what it is complete to.
+        found = await self._from_replica(window)
+        if found is not None:
+            result, complete = found
+        else:
+            # Read before what it describes (identical requests share one computation, so
+            # each computation carries its own instant).
+            complete = await group_complete_to(session, self.group_id)
+            result = await compute_report(
+                session, self.funnel, self.definition, window, self.mode, self.chosen, self.filters
+            )
         if needs_events(self.definition, self.chosen, self.filters):
             # Made from raw events, which the basis does not follow: exact only now.
             until = window.now
@@ -77,6 +87,30 @@ class _Work:
             )
         took = int((time.perf_counter() - began) * US)
         return Computed(start, end, result, window.now, until, self.basis, took, complete)
+
+    async def _from_replica(self, window: Window) -> tuple[FunnelReport, int | None] | None:
+        """The report from the columnar replica when it covers it and holds the funnel's
+        version, caught up with the log (else the replica starts loading the funnel)."""
+        replica = self.replica
+        if (
+            replica is None
+            or self.filters
+            or not self.basis_done
+            or not columnar.covers(self.definition, self.mode, self.chosen)
+        ):
+            return None
+        funnel_id = self.funnel[1]
+        if not replica.holds(funnel_id, self.version):
+            replica.want(funnel_id, self.version, self.definition)
+            return None
+        return await replica.report(
+            funnel_id, self.version, self.definition, window, self.mode, self.chosen
+        )
+
+    @property
+    def basis_done(self) -> bool:
+        """Whether the funnel's backfill is done (the basis's first part)."""
+        return bool(self.basis[0]) if isinstance(self.basis, tuple) else False
 
 
 async def group_complete_to(session: Session, group_id: str) -> int | None:
@@ -98,6 +132,10 @@ class ReportEngine:
         )
         # Persons per project (a backfill's total) and when they were counted (monotonic s).
         self._persons: dict[str, tuple[int, float]] = {}
+        self.replica: Replica | None = None
+        if settings.read_engine == "duckdb":
+            self.replica = Replica(sessions, settings.aggregator_group_id)
+            self.replica.start()
 
     def range(
         self, from_: str | None, to: str | None, default_days: int | None = None
@@ -152,6 +190,8 @@ class ReportEngine:
             open_end=to is None,
             rolling_us=days * DAY_US if from_ is None else None,
             group_id=self._settings.aggregator_group_id,
+            version=row.version,
+            replica=self.replica,
         )
         return await self._answer(session, key, work, now_complete, fresh=fresh)
 
@@ -187,5 +227,7 @@ class ReportEngine:
         return persons
 
     async def close(self) -> None:
-        """Cancel background recomputations (at shutdown)."""
+        """Cancel background recomputations and the replica's work (at shutdown)."""
         await self._cache.close()
+        if self.replica is not None:
+            await self.replica.close()
