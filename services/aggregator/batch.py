@@ -157,7 +157,7 @@ async def apply_batch(
     wanted = _wanted(since, concerned, batch.partitions, known, relinked, taken, horizon_us)
     everywhere = set(batch.moves) or {(owner.topic, p) for p in held}
     merged = await linking.merged_persons(session, owner, wanted, active, everywhere, cache, added)
-    await linking.demote(session, relinked.demoted(), active)
+    await linking.demote(session, relinked.demoted(), active, now_us)
     plain = _plain(before, added, known, relinked, merged)
     groups = reevaluate.groups(
         active,
@@ -312,7 +312,7 @@ async def replace_progress(
     people = changes.persons_to_read(evaluated, first_seen, held)
     stored = await progress.stored_progress(session, funnel.id, people, since_us)
     diff = changes.diff(evaluated, stored, first_seen, held)
-    await progress.save_progress(session, funnel.id, diff)
+    await progress.save_progress(session, funnel.id, diff, now_us)
     grace_s = funnel.graces()
     if grace_s:
         pending = changes.pending_timers(evaluated, since_us, grace_s)

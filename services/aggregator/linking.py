@@ -278,7 +278,10 @@ async def merged_persons(
 
 
 async def demote(
-    session: Session, demoted: Mapping[PersonKey, str], funnels: Sequence[ActiveFunnel]
+    session: Session,
+    demoted: Mapping[PersonKey, str],
+    funnels: Sequence[ActiveFunnel],
+    now_us: int,
 ) -> None:
     """Remove the progress of ids that became part of another person (their fired timers
     stay: they stand for the person's, see ``timers``)."""
@@ -287,4 +290,4 @@ async def demote(
         by_project[project].append(id_)
     for project, ids in sorted(by_project.items()):
         mine = [f.id for f in funnels if f.project_id == project]
-        await progress.remove_persons(session, mine, ids)
+        await progress.remove_persons(session, mine, ids, now_us)

@@ -169,16 +169,16 @@ async def _out_of_order(url: str) -> None:
         if "postgresql" in url:
             first = sessions()
             await first.begin()
-            await save_progress(first, funnel_id, one("a", 1))  # takes the lower id
+            await save_progress(first, funnel_id, one("a", 1), 0)  # takes the lower id
             async with sessions.begin() as second:
-                await save_progress(second, funnel_id, one("b", 2))
+                await save_progress(second, funnel_id, one("b", 2), 0)
             assert await persons() == 1  # b only: a's batch has not committed
             await first.commit()
             await first.close()
         else:
             for person, t0 in (("a", 1), ("b", 2)):
                 async with sessions.begin() as session:
-                    await save_progress(session, funnel_id, one(person, t0))
+                    await save_progress(session, funnel_id, one(person, t0), 0)
         assert await persons() == 2
     finally:
         await replica.close()

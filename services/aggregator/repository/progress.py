@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.changes import ProgressChanges, Stored
 from services.aggregator.repository.scan import CHUNK, delete_ids, per_person
-from shared.clock import now_us
 from shared.db import bulk_insert, insert_ignoring, is_postgres
 from shared.tables import (
     funnel_changes,
@@ -49,8 +48,10 @@ async def stored_progress(
     return stored
 
 
-async def save_progress(session: AsyncSession, funnel_id: str, changes: ProgressChanges) -> None:
-    """Delete the rows that changed and insert what replaces them."""
+async def save_progress(
+    session: AsyncSession, funnel_id: str, changes: ProgressChanges, now_us: int
+) -> None:
+    """Delete the rows that changed and insert what replaces them; log who changed."""
     await delete_ids(session, funnel_entries, changes.entry_ids)
     await delete_ids(session, funnel_touches, changes.touch_ids)
     entry_keys = [{"person_id": p, "t0_us": t0} for p, t0 in changes.entry_keys]
@@ -72,10 +73,10 @@ async def save_progress(session: AsyncSession, funnel_id: str, changes: Progress
         TOUCH_COLUMNS,
         [(funnel_id, person, t.ts, t.seq, t.values) for person, t in changes.touches],
     )
-    await log_changed(session, [(funnel_id, p) for p in sorted(changes.changed)])
+    await log_changed(session, [(funnel_id, p) for p in sorted(changes.changed)], now_us)
 
 
-async def log_changed(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> None:
+async def log_changed(session: AsyncSession, pairs: Sequence[tuple[str, str]], now_us: int) -> None:
     """Append (funnel, person) pairs whose stored rows this transaction changes to the
     progress log (migration 0012), with the transaction's id on PostgreSQL."""
     if not pairs:
@@ -83,8 +84,7 @@ async def log_changed(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -
     stmt = insert(progress_log)
     if is_postgres(session):
         stmt = stmt.values(tx=func.pg_current_xact_id().cast(Text).cast(BigInteger))
-    at = now_us()
-    rows = [{"funnel_id": f, "person_id": p, "written_at_us": at} for f, p in pairs]
+    rows = [{"funnel_id": f, "person_id": p, "written_at_us": now_us} for f, p in pairs]
     for i in range(0, len(rows), CHUNK):
         await session.execute(stmt, rows[i : i + CHUNK])
 
@@ -115,7 +115,7 @@ async def count_changes(session: AsyncSession, changed: Iterable[tuple[str, str,
 
 
 async def remove_persons(
-    session: AsyncSession, funnel_ids: Sequence[str], person_ids: Sequence[str]
+    session: AsyncSession, funnel_ids: Sequence[str], person_ids: Sequence[str], now_us: int
 ) -> None:
     """Delete these ids' entries, touches and pending timers in these funnels: they are
     part of other persons now (their fired timers stay, standing for the persons')."""
@@ -124,7 +124,7 @@ async def remove_persons(
     t = remarketing_timers.c
     for i in range(0, len(person_ids), CHUNK):
         people = list(person_ids[i : i + CHUNK])
-        await log_changed(session, [(f, p) for f in funnel_ids for p in people])
+        await log_changed(session, [(f, p) for f in funnel_ids for p in people], now_us)
         for table in (funnel_entries, funnel_touches):
             c = table.c
             await session.execute(
