@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,7 +77,50 @@ def sqlite_database(folder: Path) -> Iterator[str]:
 
 @contextmanager
 def migrated(kind: str, folder: Path) -> Iterator[str]:
-    maker = postgres_database() if kind == "postgresql" else sqlite_database(folder)
-    with maker as url:
-        migrate(url)
-        yield url
+    """A fresh database at the newest migration: a copy of one migrated once per test run
+    (PostgreSQL: ``CREATE DATABASE ... TEMPLATE``; SQLite: the file copied), which is what
+    running every migration again would build, at a fraction of the time."""
+    import asyncio
+
+    if kind == "postgresql":
+        ensure_postgres_running()
+        name = f"funnel_test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{_postgres_template()}"'))
+        try:
+            yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+        finally:
+            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    else:
+        shutil.copyfile(_sqlite_template(), folder / "funnel.db")
+        yield f"sqlite+aiosqlite:///{folder / 'funnel.db'}"
+
+
+_templates: dict[str, str] = {}
+
+
+def _drop(name: str) -> None:
+    import asyncio
+
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _postgres_template() -> str:
+    if "postgresql" not in _templates:
+        import asyncio
+
+        name = f"funnel_template_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        atexit.register(_drop, name)
+        migrate(f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}")
+        _templates["postgresql"] = name
+    return _templates["postgresql"]
+
+
+def _sqlite_template() -> str:
+    if "sqlite" not in _templates:
+        folder = tempfile.mkdtemp(prefix="funnel_template_")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        path = os.path.join(folder, "funnel.db")
+        migrate(f"sqlite+aiosqlite:///{path}")
+        _templates["sqlite"] = path
+    return _templates["sqlite"]
