@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.aggregator.bounds import entry_bounds, touch_bounds
+from services.api.reports import sql
 from services.api.reports.python import Breakdown, Window
 from shared.funnel import CountMode, Entry, FunnelDefinition, Touch, value_number
 
@@ -94,22 +95,9 @@ def _measures(definition: FunnelDefinition) -> str:
 
 
 def _aggregates(definition: FunnelDefinition) -> str:
-    """Seven columns per step, as ``sql._aggregates``."""
-    columns = []
-    for k in range(len(definition.steps)):
-        columns.append(f"count(d{k})" if k else "count(*)")
-        columns.append(f"count(*) FILTER (WHERE reached = {k + 1})")
-        columns.append(f"count(*) FILTER (WHERE reached = {k + 1} AND $now < t0 + $window)")
-        if k:
-            columns.append(f"quantile_cont(d{k}, [0.5, 0.9])")
-            columns.append(f"avg(d{k})::DOUBLE")
-        else:
-            columns.extend(["NULL", "NULL"])
-        if definition.value_property is not None:
-            columns.extend([f"sum(x{k})", f"avg(x{k})"])
-        else:
-            columns.extend(["NULL", "NULL"])
-    return ",\n      ".join(columns)
+    return sql.step_aggregates(
+        definition, "$now < t0 + $window", "quantile_cont({d}, [0.5, 0.9])", "avg({d})::DOUBLE"
+    )
 
 
 def report_statement(

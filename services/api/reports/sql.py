@@ -103,16 +103,22 @@ def _number_at(k: int) -> str:
     return f"CASE WHEN {raw} ~ :number THEN {raw}::float8 END"
 
 
-def _aggregates(definition: FunnelDefinition) -> str:
+def step_aggregates(
+    definition: FunnelDefinition,
+    open_window: str = ":now < t0_us + :window",
+    quantiles: str = "percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY {d})",
+    mean: str = "avg({d})::float8",
+) -> str:
+    """Seven columns per step (``report_from_rows`` reads them), in PostgreSQL's dialect
+    unless told the engine's spelling of the open-window test, median-and-p90 and mean."""
     columns = []
     for k in range(len(definition.steps)):
         columns.append(f"count(d{k})" if k else "count(*)")  # entries that did step k+1
         columns.append(f"count(*) FILTER (WHERE reached = {k + 1})")
-        columns.append(f"count(*) FILTER (WHERE reached = {k + 1} AND :now < t0_us + :window)")
+        columns.append(f"count(*) FILTER (WHERE reached = {k + 1} AND {open_window})")
         if k:
             # Median and p90 from one sort of the durations.
-            columns.append(f"percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY d{k})")
-            columns.append(f"avg(d{k})::float8")
+            columns.extend([quantiles.format(d=f"d{k}"), mean.format(d=f"d{k}")])
         else:
             columns.extend(["NULL", "NULL"])
         if definition.value_property is not None:
@@ -126,7 +132,7 @@ def report_query(
     definition: FunnelDefinition, count: CountMode, breakdown: Breakdown | None
 ) -> str:
     """One row per group, and one for the whole range: six key columns (whole, kind, pos,
-    label, and two used inside), then seven per step (see ``_aggregates``)."""
+    label, and two used inside), then seven per step (see ``step_aggregates``)."""
     if breakdown is None:
         # GROUPING SETS (()) rather than a plain aggregate: the same one row, and faster
         # (docs/api-design.md).
@@ -135,7 +141,7 @@ def report_query(
     {_labelled(definition, breakdown)},
     g AS (SELECT l.*, 0 AS grp FROM l)
     SELECT true, NULL::int, NULL::bigint, NULL::text, true, 0,
-      {_aggregates(definition)}
+      {step_aggregates(definition)}
     FROM g GROUP BY GROUPING SETS (())"""
     # Counting uniques, c holds one row per person: count(*) then, which can hash.
     persons = "count(*)" if count == "uniques" else "count(DISTINCT person_id)"
@@ -158,7 +164,7 @@ def report_query(
       CASE WHEN t.grp <= :limit THEN t.grp END AS pos,
       ranked.v AS label, t.*
     FROM (SELECT GROUPING(grp) = 1 AS whole, grp,
-            {_aggregates(definition)}
+            {step_aggregates(definition)}
           FROM g GROUP BY GROUPING SETS ((), (grp))) t
     LEFT JOIN ranked ON ranked.pos = t.grp AND t.grp <= :limit
     WHERE t.whole OR t.grp >= 0"""
