@@ -239,12 +239,14 @@ async def persons_now(
     """The persons of these ids as stored now, read only where the batch has not read them:
     the batch's lookup (``known``, of the ``asked`` ids) holds those of the ids whose
     components the batch did not resolve (their links are as read), ``relinked`` those of
-    the ids it resolved; the others (signalled ids) are looked up."""
-    resolved = set() if relinked.partial else relinked.ids
-    now = relinked.known() if resolved else Known()
+    the ids it resolved; the others (signalled ids) are looked up, and all of them when a
+    component was read only in part (``MAX_COMPONENT_CLAIMS``)."""
+    if relinked.partial:
+        return await identities.known(session, keys)
+    now = relinked.known() if relinked.ids else Known()
     found, unknown = Known(), []
     for key in keys:
-        if key in resolved:
+        if key in relinked.ids:
             _copy_person(found, now, key)
         elif key in asked:
             _copy_person(found, known, key)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import event as sa_event
 
+from services.aggregator.repository import identities
 from services.api.repository import funnels as api_funnels
 from services.api.schemas import FunnelIn
 from shared.clock import now_us
@@ -97,3 +98,16 @@ async def test_a_batch_with_merging_persons_reads_in_a_fixed_number_of_rounds(en
     merged = {f"U{i}": [3, 3] for i in range(PERSONS)}
     plain = {f"P{i}": [3] for i in range(PERSONS, 2 * PERSONS)}
     assert await reached(sessions, funnel_ids[0]) == merged | plain
+
+
+async def test_persons_of_a_component_read_in_part_are_read_again(sessions, monkeypatch):
+    # Every component counts as cut short: the persons are looked up as stored, not taken
+    # from the resolution, and the answer is the same.
+    monkeypatch.setattr(identities, "MAX_COMPONENT_CLAIMS", 1)
+    funnel_id = (await _funnels(sessions, "proj"))[0]
+    feed = Feed(sessions)
+    await feed.finish_backfill()
+    await feed.send([event("a", 1, anon="X")])
+    await feed.send([event("b", 2, user="U", anon="X")])
+    await feed.send([event("c", 3, user="U")])
+    assert await reached(sessions, funnel_id) == {"U": [3]}
