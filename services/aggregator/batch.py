@@ -156,7 +156,12 @@ async def apply_batch(
     relinked = await linking.relink(session, owner, claims, added, known, resolve_ids)
     wanted = _wanted(since, concerned, batch.partitions, known, relinked, taken, horizon_us)
     everywhere = set(batch.moves) or {(owner.topic, p) for p in held}
-    merged = await linking.merged_persons(session, owner, wanted, active, everywhere, cache, added)
+    persons = await linking.persons_now(
+        session, wanted.bounds, known, batch.partitions.keys(), relinked
+    )
+    merged = await linking.merged_persons(
+        session, owner, wanted, active, everywhere, cache, added, persons
+    )
     await linking.demote(session, relinked.demoted(), active, now_us)
     plain = _plain(before, added, known, relinked, merged)
     groups = reevaluate.groups(
@@ -270,21 +275,32 @@ async def _save_groups(
     now_us: int,
     ids: Mapping[PersonKey, list[str]],
 ) -> tuple[set[tuple[str, str, str]], Evaluated]:
-    """Save each group's progress and announce its advances; return the (funnel, project,
-    person) whose stored entries or touches changed, and what is now stored per person."""
+    """Save each funnel's progress (all its groups at once, their stored rows read in one
+    round for every funnel) and announce its advances; return the (funnel, project, person)
+    whose stored entries or touches changed, and what is now stored per person."""
     changed: set[tuple[str, str, str]] = set()
     evaluated: Evaluated = defaultdict(dict)
     listening: dict[str, set[str]] = {}
+    by_funnel: dict[str, list[Group]] = defaultdict(list)
     for group in groups:
-        funnel, project = group.funnel, group.funnel.project_id
-        named = {p: ids[(project, p)] for p in group.progress if (project, p) in ids}
-        diff = await replace_progress(
-            session, funnel, group.progress, group.since, now_us, group.first_seen, group.held,
-            named,
-        )  # fmt: skip
+        by_funnel[group.funnel.id].append(group)
+    wanted = [
+        (g.funnel.id, g.since, people)
+        for parts in by_funnel.values()
+        for g in parts
+        if (people := changes.persons_to_read(g.progress, g.first_seen, g.held))
+    ]
+    stored = await progress.stored_progress_of(session, wanted) if wanted else {}
+    for parts in by_funnel.values():
+        funnel, project = parts[0].funnel, parts[0].funnel.project_id
+        named = {p: ids[(project, p)] for g in parts for p in g.progress if (project, p) in ids}
+        diff = await _replace(
+            session, funnel, parts, stored.get(funnel.id, changes.Stored()), now_us, named
+        )
         changed.update((funnel.id, project, person) for person in diff.changed)
-        for person, stored in group.stored().items():
-            evaluated[(project, person)][funnel.key] = stored
+        for group in parts:
+            for person, now in group.stored().items():
+                evaluated[(project, person)][funnel.key] = now
         if diff.advances and project not in listening:
             listening[project] = await outbox.subscribed_types(session, project)
         found = messages.step_messages(funnel, diff.advances, listening.get(project, ()), named)
@@ -309,20 +325,51 @@ async def replace_progress(
     timers equal to what was ``evaluated``; return what changed (see ``changes.diff``).
     ``ids``: the ids of persons of several; a timer fired under any of them is not
     pending again."""
+    group = Group(funnel, since_us, dict(evaluated), set(first_seen), dict(held or {}))
     people = changes.persons_to_read(evaluated, first_seen, held)
     stored = await progress.stored_progress(session, funnel.id, people, since_us)
+    return await _replace(session, funnel, [group], stored, now_us, ids or {})
+
+
+async def _replace(
+    session: Session,
+    funnel: ActiveFunnel,
+    parts: Sequence[Group],
+    stored: changes.Stored,
+    now_us: int,
+    ids: Mapping[str, Sequence[str]],
+) -> changes.ProgressChanges:
+    """Replace the funnel's stored progress of the groups' persons (disjoint, each from its
+    group's bound on; ``stored``: their rows as stored) with one write of each kind."""
+    evaluated = {p: found for g in parts for p, found in g.progress.items()}
+    first_seen = {p for g in parts for p in g.first_seen}
+    held = {p: found for g in parts for p, found in g.held.items()}
     diff = changes.diff(evaluated, stored, first_seen, held)
     await progress.save_progress(session, funnel.id, diff, now_us)
-    grace_s = funnel.graces()
-    if grace_s:
-        pending = changes.pending_timers(evaluated, since_us, grace_s)
-        others = {i: p for p, found in (ids or {}).items() for i in found if i != p}
-        if others:
-            fired = await timers.fired_keys(session, funnel.id, sorted(others))
-            done = {(others[i], *key) for i, key in fired}
-            pending = [
-                t for t in pending if (t.person_id, t.rule, t.entry_t0, t.occurrence) not in done
-            ]
-        may_have = sorted(p for p in evaluated if p not in first_seen)
-        await timers.replace_pending(session, funnel.id, may_have, since_us, pending, now_us)
+    for group in parts:
+        await _replace_timers(session, funnel, group, now_us, ids)
     return diff
+
+
+async def _replace_timers(
+    session: Session,
+    funnel: ActiveFunnel,
+    group: Group,
+    now_us: int,
+    ids: Mapping[str, Sequence[str]],
+) -> None:
+    """The group's pending re-marketing timers become what its evaluation left pending; a
+    timer fired under any of a person's ``ids`` is not pending again."""
+    grace_s = funnel.graces()
+    if not grace_s:
+        return
+    pending = changes.pending_timers(group.progress, group.since, grace_s)
+    others = {i: p for p, found in ids.items() if p in group.progress for i in found if i != p}
+    if others:
+        fired = await timers.fired_keys(session, funnel.id, sorted(others))
+        done = {(others[i], *key) for i, key in fired}
+        pending = [
+            t for t in pending if (t.person_id, t.rule, t.entry_t0, t.occurrence) not in done
+        ]
+    may_have = sorted(p for p in group.progress if p not in group.first_seen)
+    await timers.replace_pending(session, funnel.id, may_have, group.since, pending, now_us)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from services.aggregator.engine import PersonEvent
@@ -82,6 +83,8 @@ class Relinked:
     links_made: int = 0
     refusals: list[Refusal] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
+    after: dict[PersonKey, Link] = field(default_factory=dict)  # the ``ids``' links, as stored now
+    partial: bool = False  # a component was read only in part (``MAX_COMPONENT_CLAIMS``)
 
     def affected(self) -> set[PersonKey]:
         """Persons (old and new roots) that gained or lost ids."""
@@ -90,6 +93,18 @@ class Relinked:
     def demoted(self) -> dict[PersonKey, str]:
         """Ids that were persons of their own and now are not: their new root."""
         return {k: new for k, (old, new) in self.moved.items() if old == k[1] and new != k[1]}
+
+    def known(self) -> Known:
+        """The persons of the resolved ids as stored now. A link is made only from a stored
+        claim, so a person's ids all lie in one component of claims: the ids of the
+        components resolved hold every id of their persons (unless one was ``partial``)."""
+        found = Known(dict(self.after))
+        for key in sorted(self.ids):
+            root = (key[0], found.root(key))
+            ids = found.members.setdefault(root, set())
+            if root != key:
+                ids.add(key[1])
+        return found
 
 
 async def relink(
@@ -125,6 +140,7 @@ async def _resolve(
     session: Session, owner: Owner, project: str, seeds: set[str], out: Relinked
 ) -> None:
     component = await identities.component(session, project, seeds)
+    out.partial |= len(component) >= identities.MAX_COMPONENT_CLAIMS
     ids = sorted(seeds | {i for c in component for i in (c.anon, c.user)})
     before = await identities.stored_links(session, project, ids)
     resolution = resolve(component)
@@ -137,6 +153,7 @@ async def _resolve(
     )
     after = {i: link for i, link in before.items() if i not in mine}
     after.update((i, link) for i, link in resolution.links.items() if i in mine)
+    out.after.update(((project, i), link) for i, link in after.items())
     for id_ in ids:
         key = (project, id_)
         out.ids.add(key)
@@ -210,6 +227,46 @@ class Wanted:
         self.partitions[key].update(parts)
         if fresh:
             self.fresh.add(key)
+
+
+async def persons_now(
+    session: Session,
+    keys: Iterable[PersonKey],
+    known: Known,
+    asked: AbstractSet[PersonKey],
+    relinked: Relinked,
+) -> Known:
+    """The persons of these ids as stored now, read only where the batch has not read them:
+    the batch's lookup (``known``, of the ``asked`` ids) holds those of the ids whose
+    components the batch did not resolve (their links are as read), ``relinked`` those of
+    the ids it resolved; the others (signalled ids) are looked up, and all of them when a
+    component was read only in part (``MAX_COMPONENT_CLAIMS``)."""
+    if relinked.partial:
+        return await identities.known(session, keys)
+    now = relinked.known() if relinked.ids else Known()
+    found, unknown = Known(), []
+    for key in keys:
+        if key in relinked.ids:
+            _copy_person(found, now, key)
+        elif key in asked:
+            _copy_person(found, known, key)
+        else:
+            unknown.append(key)
+    if unknown:
+        looked = await identities.known(session, unknown)
+        found.links.update(looked.links)
+        found.members.update(looked.members)
+    return found
+
+
+def _copy_person(into: Known, source: Known, key: PersonKey) -> None:
+    """Copy the links from the id up to its root, and the root's ids."""
+    id_, seen = key[1], set()
+    while (link := source.links.get((key[0], id_))) is not None and id_ not in seen:
+        into.links[(key[0], id_)] = link
+        seen.add(id_)
+        id_ = link.target
+    into.members[(key[0], id_)] = set(source.members.get((key[0], id_), ()))
 
 
 async def merged_persons(

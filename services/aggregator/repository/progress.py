@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, bindparam, delete, func, insert
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Text,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    select,
+    true,
+    values,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.changes import ProgressChanges, Stored
@@ -46,6 +59,71 @@ async def stored_progress(
         stored.add_entries(await session.execute(of_entries, chunk))
         stored.add_touches(await session.execute(of_touches, chunk))
     return stored
+
+
+# A group of persons of one funnel whose stored progress is read from one instant on.
+Wanted = tuple[str, int, Sequence[str]]  # (funnel id, since, persons)
+
+
+async def stored_progress_of(session: AsyncSession, wanted: Sequence[Wanted]) -> dict[str, Stored]:
+    """Per funnel, the ids of the stored entries and touches of the ``wanted`` persons, each
+    from their group's instant on: one statement per table (per CHUNK persons) for all of a
+    batch's funnels and bounds."""
+    rows = [(f, p, since) for f, since, people in wanted for p in people]
+    found: dict[str, Stored] = defaultdict(Stored)
+    entry_columns = ("id", "person_id", "t0_us", "step_times", "disqualified", "step_values")
+    touch_columns = ("id", "person_id", "ts_us", "seq", "values")
+    for i in range(0, len(rows), CHUNK):
+        chunk = rows[i : i + CHUNK]
+        for table, columns, time, add in (
+            (funnel_entries, entry_columns, "t0_us", Stored.add_entries),
+            (funnel_touches, touch_columns, "ts_us", Stored.add_touches),
+        ):
+            by_funnel: dict[str, list[Any]] = defaultdict(list)
+            for funnel_id, *row in await session.execute(
+                _bounded(session, table, columns, time, chunk)
+            ):
+                by_funnel[funnel_id].append(row)
+            for funnel_id, got in by_funnel.items():
+                add(found[funnel_id], got)
+    return found
+
+
+def _bounded(
+    session: AsyncSession,
+    table: Any,
+    columns: Sequence[str],
+    time: str,
+    rows: Sequence[tuple[str, str, int]],
+) -> Any:
+    """The funnel id and ``columns`` of ``table``'s rows of each (funnel, person, since) of
+    ``rows`` whose ``time`` is at least its since. On PostgreSQL one index range scan per
+    row (a LATERAL subquery kept from flattening by OFFSET 0, see ``scan.per_person``)."""
+    c = table.c
+    if not is_postgres(session):
+        given = (
+            values(column("f", Text), column("p", Text), column("s", BigInteger), name="wanted")
+            .data(list(rows))
+            .cte("wanted")
+        )
+        return select(c.funnel_id, *(c[k] for k in columns)).join_from(
+            given,
+            table,
+            (c.funnel_id == given.c.f) & (c.person_id == given.c.p) & (c[time] >= given.c.s),
+        )
+    arrays = [
+        bindparam("fs", [r[0] for r in rows], type_=ARRAY(Text)),
+        bindparam("ps", [r[1] for r in rows], type_=ARRAY(Text)),
+        bindparam("ss", [r[2] for r in rows], type_=ARRAY(BigInteger)),
+    ]
+    w = func.unnest(*arrays).table_valued("f", "p", "s").render_derived()
+    found = (
+        select(c.funnel_id, *(c[k] for k in columns))
+        .where(c.funnel_id == w.c.f, c.person_id == w.c.p, c[time] >= w.c.s)
+        .offset(0)
+        .lateral()
+    )
+    return select(found).select_from(w).join(found, true())
 
 
 async def save_progress(
