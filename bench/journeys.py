@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.aggregator.bounds import entry_bounds, touch_bounds
+from shared.bounds import entry_bounds, touch_bounds
 from services.aggregator.engine import Evaluator, PersonEvent
 from shared.funnel import Entry, FunnelDefinition, Touch
 from tests.workload import CHANNELS

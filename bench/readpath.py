@@ -1,6 +1,6 @@
 """The report's answer computed other ways, to compare and time against ours: ClickHouse's
 ``windowFunnel`` over the raw events (embedded, ``chdb``), and a prototype of a columnar read
-path, DuckDB over the bounds layout (``services/aggregator/bounds.py``).
+path, DuckDB over the bounds layout (``shared/bounds.py``).
 
 An answer maps each breakdown value (and ``ALL`` for the whole range) to one (persons, median
 seconds from the previous step) pair per step; windowFunnel gives no per-step times, so its

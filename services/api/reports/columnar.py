@@ -1,7 +1,7 @@
 """The funnel report over the bounds layout, as the API's columnar replica holds it: pure.
 
 The replica (:mod:`services.api.replica`) holds, per funnel, each entry with the bounds within
-which it is its person's counted one (``services.aggregator.bounds.entry_bounds``, computed
+which it is its person's counted one (``shared.bounds.entry_bounds``, computed
 from all of the person's entries) and each touch with the instants of the person's previous
 and next touch with a value of the same property (``touch_bounds``); persons are integers.
 The report is then range filters plus one integer join, with no per-person sort:
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.aggregator.bounds import entry_bounds, touch_bounds
+from shared.bounds import entry_bounds, touch_bounds
 from services.api.reports import sql
 from services.api.reports.python import Breakdown, Window
 from shared.funnel import CountMode, Entry, FunnelDefinition, Touch, value_number
