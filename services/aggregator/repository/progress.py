@@ -80,14 +80,13 @@ async def save_progress(
     touch_rows, touch_moves = _touch_neighbours(funnel_id, kept_touches, new_touches)
     await bulk_insert(session, funnel_entries, ENTRY_COLUMNS, entry_rows)
     await bulk_insert(session, funnel_touches, TOUCH_COLUMNS, touch_rows)
-    e, t = funnel_entries.c, funnel_touches.c
     if entry_moves:
-        stmt = update(funnel_entries).where(e.id == bindparam("key"))
+        stmt = update(funnel_entries).where(funnel_entries.c.id == bindparam("key"))
         await session.execute(
             stmt.values(lft_us=bindparam("l"), rgt_us=bindparam("r")), entry_moves
         )
     if touch_moves:
-        stmt = update(funnel_touches).where(t.id == bindparam("key"))
+        stmt = update(funnel_touches).where(funnel_touches.c.id == bindparam("key"))
         await session.execute(stmt.values(neighbours=bindparam("n")), touch_moves)
     await log_changed(session, [(funnel_id, p) for p in sorted(changes.changed)], now_us)
 
