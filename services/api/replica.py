@@ -25,21 +25,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from services.api.freshness import derive
-from services.api.replica_store import Store
+from services.api.replica_store import Staged, Store
 from services.api.reports import columnar, sql
 from services.api.reports.forecast import PipelineTally
 from services.api.reports.python import Breakdown, FunnelReport, Window
 from services.api.repository import Sessions, freshness
 from services.api.repository import replica as repository
 from shared.clock import US, now_us
+from shared.db import is_postgres
 from shared.funnel import CountMode, FunnelDefinition
 
 log = logging.getLogger(__name__)
@@ -47,14 +50,13 @@ log = logging.getLogger(__name__)
 LOAD_SLICE = 50_000  # persons read per transaction when a funnel is loaded whole
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Held:
-    """A funnel version's tables and the codes of its touch values."""
+    """A funnel version and its tables."""
 
     version: int
     definition: FunnelDefinition
     tables: columnar.Tables
-    labels: dict[str, int]
 
 
 class Replica:
@@ -75,7 +77,6 @@ class Replica:
         self._load_slice = load_slice
         self._keep_us = int(log_keep_s * US)
         self._store = Store()
-        self._persons: dict[str, int] = {}
         self._held: dict[str, _Held] = {}
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, set[str]] = {}  # funnel being loaded -> persons changed
@@ -214,21 +215,14 @@ class Replica:
                 await self._start_log()
             self._pending[funnel_id] = set()  # persons the log names meanwhile
         tables = await asyncio.to_thread(self._store.create, definition)
-        held = _Held(version, definition, tables, {})
+        held = _Held(version, definition, tables)
         after: str | None = None
         try:
-            while True:
-                async with self._sessions() as session:
-                    persons = await repository.persons_after(
-                        session, funnel_id, after, self._load_slice
-                    )
-                    if not persons:
+            with tempfile.TemporaryDirectory(prefix="replica-") as folder:
+                while True:
+                    after = await self._load_next(held, funnel_id, after, Path(folder))
+                    if after is None:
                         break
-                    scope = (after, persons[-1])
-                    entries = await repository.entry_columns(session, funnel_id, definition, scope)
-                    touches = await repository.touch_columns(session, funnel_id, definition, scope)
-                await self._write(held, None, entries, touches)
-                after = persons[-1]
         except BaseException:
             self._pending.pop(funnel_id, None)
             await asyncio.to_thread(self._store.drop, tables)
@@ -246,27 +240,36 @@ class Replica:
         self,
         held: _Held,
         replaced: Sequence[str] | None,
-        entries: list[list[Any]],
-        touches: list[list[Any]],
+        entries: Staged,
+        touches: Staged,
     ) -> None:
-        """Code persons and values as integers and write the rows (``replaced``: the persons
-        whose rows they replace, None when they have none yet)."""
-        entries[0] = [self._key(p) for p in entries[0]]
-        touches[0] = [self._key(p) for p in touches[0]]
-        labels = held.labels
-        fresh: list[tuple[int, str]] = []
-        codes = []
-        for value in touches[5]:
-            code = labels.get(value)
-            if code is None:
-                code = labels[value] = len(labels)
-                fresh.append((code, value))
-            codes.append(code)
-        touches[5] = codes
-        keys = None if replaced is None else [self._key(p) for p in replaced]
+        """Write the rows (``replaced``: the persons whose rows they replace, None when they
+        have none yet)."""
         await asyncio.to_thread(
-            self._store.replace, held.tables, held.definition, keys, entries, touches, fresh
+            self._store.replace, held.tables, held.definition, replaced, entries, touches
         )
+
+    async def _load_next(
+        self, held: _Held, funnel_id: str, after: str | None, folder: Path
+    ) -> str | None:
+        """Load the next slice of persons; the last of them (None: none left)."""
+        d = held.definition
+        async with self._sessions() as session:
+            persons = await repository.persons_after(session, funnel_id, after, self._load_slice)
+            if not persons:
+                return None
+            scope = (after, persons[-1])
+            entries: Staged
+            touches: Staged
+            if is_postgres(session):
+                entries, touches = folder / "entries.csv", folder / "touches.csv"
+                await repository.copy_entries(session, funnel_id, d, scope, folder / "entries.csv")
+                await repository.copy_touches(session, funnel_id, d, scope, folder / "touches.csv")
+            else:
+                entries = await repository.entry_columns(session, funnel_id, d, scope)
+                touches = await repository.touch_columns(session, funnel_id, d, scope)
+        await self._write(held, None, entries, touches)
+        return persons[-1]
 
     async def _start_log(self) -> None:
         async with self._sessions() as session:
@@ -317,12 +320,6 @@ class Replica:
             entries = await repository.entry_columns(session, funnel_id, d, persons)
             touches = await repository.touch_columns(session, funnel_id, d, persons)
         await self._write(held, persons, entries, touches)
-
-    def _key(self, person: str) -> int:
-        key = self._persons.get(person)
-        if key is None:
-            key = self._persons[person] = len(self._persons)
-        return key
 
     async def _drop_all(self) -> None:
         held, self._held = self._held, {}

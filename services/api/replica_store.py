@@ -1,11 +1,12 @@
 """The columnar replica's DuckDB database: one process's, in memory.
 
 Per held funnel version three tables (:class:`services.api.reports.columnar.Tables`): entries,
-touches and the labels of the touches' values. Rows come in as columns (one Python list per
-column, unnested side by side in one statement per table), persons and labels already coded
-as integers; the durations and numeric values are computed by DuckDB on the way in. Writes
-run one at a time (one lock), each in a DuckDB transaction; reads on cursors of their own
-run beside them.
+touches and the labels of the touches' values; one table of person ids and their integer
+keys for all. Rows are staged as they come from the database, either as columns (one Python
+list per column, unnested side by side in one statement) or as a CSV file PostgreSQL wrote
+(``COPY``, read by DuckDB's reader: no Python per row); DuckDB then codes persons and labels,
+computes durations and numeric values and inserts, in one transaction. Writes run one at a
+time (one lock); reads on cursors of their own run beside them.
 """
 # ruff: noqa: S608
 
@@ -15,6 +16,7 @@ import contextlib
 import itertools
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -23,8 +25,12 @@ from services.api.reports import columnar
 from shared.funnel import FunnelDefinition
 
 # The staged columns of entries (as ``repository.replica.entry_columns`` returns them).
-_STAGED = [("person", "INTEGER"), ("t0", "BIGINT"), ("lft", "BIGINT"), ("rgt", "BIGINT")]
+_STAGED = [("person", "VARCHAR"), ("t0", "BIGINT"), ("lft", "BIGINT"), ("rgt", "BIGINT")]
 _STAGED += [("reached", "UTINYINT"), ("dq", "BOOLEAN")]
+_STAGED_TOUCHES = [("person", "VARCHAR"), ("prop", "UTINYINT"), ("ts", "BIGINT")]
+_STAGED_TOUCHES += [("prev", "BIGINT"), ("nxt", "BIGINT"), ("v", "VARCHAR")]
+
+Staged = list[list[Any]] | Path  # columns, or a CSV file of the same columns
 
 
 class Store:
@@ -32,6 +38,7 @@ class Store:
 
     def __init__(self) -> None:
         self._db = duckdb.connect(":memory:")
+        self._db.execute("CREATE TABLE persons (id VARCHAR, key INTEGER)")
         self._write = threading.Lock()
         self._names = itertools.count()
 
@@ -56,41 +63,40 @@ class Store:
         self,
         tables: columnar.Tables,
         definition: FunnelDefinition,
-        persons: Sequence[int] | None,
-        entries: list[list[Any]],
-        touches: list[list[Any]],
-        labels: Sequence[tuple[int, str]],
+        persons: Sequence[str] | None,
+        entries: Staged,
+        touches: Staged,
     ) -> None:
-        """In one transaction: delete the rows of ``persons`` (None: they have none yet),
-        insert these columns (persons and values coded) and the new labels."""
+        """In one transaction: delete the rows of ``persons`` (None: they have none yet) and
+        insert the staged rows, persons and values coded as integers."""
         with self._write:
             db = self._db.cursor()
             try:
                 db.execute("BEGIN")
                 if persons:
+                    keys = "SELECT key FROM persons WHERE id IN (SELECT unnest($ids))"
                     for table in (tables.entries, tables.touches):
                         db.execute(
-                            f"DELETE FROM {table} WHERE person IN (SELECT unnest($k))",
-                            {"k": list(persons)},
+                            f"DELETE FROM {table} WHERE person IN ({keys})", {"ids": list(persons)}
                         )
-                _insert(
-                    db,
-                    tables.labels,
-                    [("code", "INTEGER"), ("label", "VARCHAR")],
-                    None,
-                    [
-                        [c for c, _ in labels],
-                        [label for _, label in labels],
-                    ],
+                _stage(db, "se", _staged(definition), entries)
+                _stage(db, "st", _STAGED_TOUCHES, touches)
+                _code(
+                    db, "persons", "id", "key", "SELECT person FROM se UNION SELECT person FROM st"
                 )
-                _insert(
-                    db,
-                    tables.entries,
-                    _staged(definition),
-                    columnar.entry_expressions(definition),
-                    entries,
+                _code(db, tables.labels, "label", "code", "SELECT v FROM st")
+                chosen = ", ".join(["p.key", *columnar.entry_expressions(definition)[1:]])
+                db.execute(
+                    f"INSERT INTO {tables.entries} SELECT {chosen} "
+                    "FROM se JOIN persons p ON p.id = se.person"
                 )
-                _insert(db, tables.touches, columnar.TOUCH_SCHEMA, None, touches)
+                db.execute(
+                    f"INSERT INTO {tables.touches} SELECT p.key, prop, ts, prev, nxt, l.code "
+                    f"FROM st JOIN persons p ON p.id = st.person "
+                    f"JOIN {tables.labels} l ON l.label = st.v"
+                )
+                db.execute("DROP TABLE se")
+                db.execute("DROP TABLE st")
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
@@ -135,18 +141,34 @@ def _staged(definition: FunnelDefinition) -> list[tuple[str, str]]:
     return staged
 
 
-def _insert(
-    db: duckdb.DuckDBPyConnection,
-    table: str,
-    staged: Sequence[tuple[str, str]],
-    expressions: Sequence[str] | None,
-    columns: list[list[Any]],
+def _stage(
+    db: duckdb.DuckDBPyConnection, name: str, staged: Sequence[tuple[str, str]], rows: Staged
 ) -> None:
-    """Insert rows given as one list per staged column, unnested side by side (one
-    statement), each column of the table the expression over the staged ones."""
-    if not columns or not columns[0]:
+    """A temporary table of the staged rows: Python columns unnested side by side, or a
+    CSV file as PostgreSQL's COPY writes it (NULL unquoted and empty, "" an empty text)."""
+    if isinstance(rows, Path):
+        columns = ", ".join(f"'{c}': '{t}'" for c, t in staged)
+        path = str(rows).replace("'", "''")
+        db.execute(
+            f"CREATE TEMP TABLE {name} AS SELECT * FROM read_csv('{path}', header = false, "
+            f"columns = {{{columns}}}, allow_quoted_nulls = false, auto_detect = false)"
+        )
+        return
+    if not rows or not rows[0]:
+        empty = ", ".join(f"{c} {t}" for c, t in staged)
+        db.execute(f"CREATE TEMP TABLE {name} ({empty})")
         return
     values = ", ".join(f"unnest($c{i})::{t} AS {c}" for i, (c, t) in enumerate(staged))
-    chosen = ", ".join(expressions) if expressions is not None else "*"
-    params = {f"c{i}": column for i, column in enumerate(columns)}
-    db.execute(f"INSERT INTO {table} SELECT {chosen} FROM (SELECT {values})", params)
+    params = {f"c{i}": column for i, column in enumerate(rows)}
+    db.execute(f"CREATE TEMP TABLE {name} AS SELECT {values}", params)
+
+
+def _code(db: duckdb.DuckDBPyConnection, table: str, name: str, code: str, values: str) -> None:
+    """Give the values not yet in ``table`` the next integer codes."""
+    db.execute(
+        f"INSERT INTO {table} ({name}, {code}) "
+        f"SELECT x, (SELECT coalesce(max({code}) + 1, 0) FROM {table}) + "
+        f"row_number() OVER (ORDER BY x) - 1 "
+        f"FROM (SELECT DISTINCT x FROM ({values}) s(x) WHERE x IS NOT NULL) n "
+        f"WHERE x NOT IN (SELECT {name} FROM {table})"
+    )

@@ -5,12 +5,14 @@ columns, whole or for some persons."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, Text, cast, delete, func, literal, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import is_postgres
+from shared.db import asyncpg_connection, is_postgres
 from shared.funnel import FunnelDefinition
 from shared.tables import funnel_entries, funnel_touches, progress_log
 
@@ -85,12 +87,10 @@ def _number(document: Any) -> Any:
     return cast(document.as_string(), BigInteger)
 
 
-async def entry_columns(
-    session: AsyncSession, funnel_id: str, definition: FunnelDefinition, persons: Persons
-) -> list[list[Any]]:
-    """The persons' stored entries as columns, typed by the database: person, t0, the
-    bounds, reached, disqualified, the N step times, and the value property's N step values
-    as text (with a value property). JSON is read inside the database, not here."""
+def entry_select(definition: FunnelDefinition) -> Any:
+    """The stored entries as the replica stages them, typed by the database: person, t0,
+    the bounds, reached, disqualified, the N step times, and the value property's N step
+    values as text (with a value property). JSON is read inside the database, not here."""
     e = funnel_entries.c
     n = len(definition.steps)
     wanted = [e.person_id, e.t0_us, e.lft_us, e.rgt_us, e.reached, e.disqualified]
@@ -98,42 +98,103 @@ async def entry_columns(
     prop = definition.value_property
     if prop is not None:
         wanted += [e.step_values[(prop, k)].as_string() for k in range(n)]
-    stmt = select(*wanted)
-    return await _columns(session, stmt, funnel_entries, funnel_id, persons, len(wanted))
+    return select(*wanted)
+
+
+def touch_selects(definition: FunnelDefinition) -> list[Any]:
+    """The stored touches as the replica stages them, one row per touch and breakdown
+    property it has a value of: person, the property's place, instant, previous and next
+    touch's instants, value."""
+    t = funnel_touches.c
+    found = []
+    for index, name in enumerate(definition.breakdowns):
+        value = t["values"][name].as_string()
+        found.append(
+            select(
+                t.person_id,
+                literal(index),
+                t.ts_us,
+                _number(t.neighbours[(name, 0)]),
+                _number(t.neighbours[(name, 1)]),
+                value,
+            ).where(value.is_not(None))
+        )
+    return found
+
+
+async def entry_columns(
+    session: AsyncSession, funnel_id: str, definition: FunnelDefinition, persons: Persons
+) -> list[list[Any]]:
+    """The persons' rows of :func:`entry_select`, one list per column."""
+    stmt = entry_select(definition)
+    width = len(stmt.selected_columns)
+    return await _columns(session, [stmt], funnel_entries, funnel_id, persons, width)
 
 
 async def touch_columns(
     session: AsyncSession, funnel_id: str, definition: FunnelDefinition, persons: Persons
 ) -> list[list[Any]]:
-    """The persons' stored touches as columns, one row per touch and breakdown property it
-    has a value of: person, the property's place, instant, previous and next, value."""
-    t = funnel_touches.c
-    found: list[list[Any]] = [[] for _ in range(6)]
-    for index, name in enumerate(definition.breakdowns):
-        value = t["values"][name].as_string()
-        stmt = select(
-            t.person_id,
-            literal(index),
-            t.ts_us,
-            _number(t.neighbours[(name, 0)]),
-            _number(t.neighbours[(name, 1)]),
-            value,
-        ).where(value.is_not(None))
-        more = await _columns(session, stmt, funnel_touches, funnel_id, persons, 6)
-        for mine, extra in zip(found, more, strict=True):
-            mine.extend(extra)
-    return found
+    """The persons' rows of :func:`touch_selects`, one list per column."""
+    stmts = touch_selects(definition)
+    return await _columns(session, stmts, funnel_touches, funnel_id, persons, 6)
 
 
 async def _columns(
-    session: AsyncSession, stmt: Any, table: Any, funnel_id: str, persons: Persons, width: int
+    session: AsyncSession,
+    stmts: Sequence[Any],
+    table: Any,
+    funnel_id: str,
+    persons: Persons,
+    width: int,
 ) -> list[list[Any]]:
     chunks: list[Persons] = [persons]
     if not isinstance(persons, tuple):
         chunks = [persons[i : i + CHUNK] for i in range(0, len(persons), CHUNK)]
     found: list[list[Any]] = [[] for _ in range(width)]
-    for chunk in chunks:
-        rows = (await session.execute(_scoped(stmt, table, funnel_id, chunk))).all()
-        for mine, more in zip(found, zip(*rows, strict=True), strict=False):
-            mine.extend(more)
+    for stmt in stmts:
+        for chunk in chunks:
+            rows = (await session.execute(_scoped(stmt, table, funnel_id, chunk))).all()
+            for mine, more in zip(found, zip(*rows, strict=True), strict=False):
+                mine.extend(more)
     return found
+
+
+async def copy_rows(
+    session: AsyncSession,
+    stmts: Sequence[Any],
+    table: Any,
+    funnel_id: str,
+    persons: tuple[str | None, str],
+    path: Path,
+) -> None:
+    """PostgreSQL only: the persons' rows of ``stmts`` written to ``path`` as CSV by
+    ``COPY ... TO STDOUT`` (no row passes through Python)."""
+    driver = await asyncpg_connection(session)
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    with path.open("wb") as out:
+        for stmt in stmts:
+            compiled = _scoped(stmt, table, funnel_id, persons).compile(
+                dialect=dialect, compile_kwargs={"literal_binds": True}
+            )
+            await driver.copy_from_query(str(compiled), output=out, format="csv")
+
+
+async def copy_entries(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    persons: tuple[str | None, str],
+    path: Path,
+) -> None:
+    await copy_rows(session, [entry_select(definition)], funnel_entries, funnel_id, persons, path)
+
+
+async def copy_touches(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    persons: tuple[str | None, str],
+    path: Path,
+) -> None:
+    stmts = touch_selects(definition)
+    await copy_rows(session, stmts, funnel_touches, funnel_id, persons, path)
