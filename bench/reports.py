@@ -283,12 +283,21 @@ async def api_client(
             assert replica.holds(funnel_id, 1)
             LOADS.append(time.perf_counter() - started)
             MEMORY.append(await asyncio.to_thread(replica.memory_bytes))
+            rng = np.random.default_rng(17)
+            persons = int(MEMORY_PERSONS[0])
+            for _ in range(20):
+                ids = [f"p{p:07d}" for p in rng.choice(persons, 200, replace=False)]
+                started = time.perf_counter()
+                await replica.apply(funnel_id, ids)
+                APPLIED.append(time.perf_counter() - started)
         yield client
 
 
 REPORT_PARAMS = {"from": "2026-01-01", "to": "2026-04-01", "breakdown": "channel"}
 LOADS: list[float] = []  # seconds the replica took to load the funnel whole
 MEMORY: list[int] = []  # the replica's DuckDB memory once loaded, bytes
+MEMORY_PERSONS: list[int] = []  # how many persons the funnel has
+APPLIED: list[float] = []  # seconds the replica took to re-read and replace 200 persons
 
 
 async def our_latencies(
@@ -381,6 +390,7 @@ def main(quick: bool = False) -> None:
     figures: dict[str, float | int | str] = {}
     started = time.perf_counter()
     j = generate(persons)
+    MEMORY_PERSONS.append(persons)
     figures["generated, s"] = time.perf_counter() - started
     started = time.perf_counter()
     checked = verify(j, definition_from_doc(FUNNEL_DOC), min(persons, 100_000))
@@ -431,6 +441,11 @@ def main(quick: bool = False) -> None:
             "ours computed (API, in PostgreSQL) p50, ms": percentile(database_runs, 0.5) * 1000,
             "replica: funnel loaded whole, s": LOADS[0],
             "replica: DuckDB memory, MB per million persons": MEMORY[0] / 1e6 * per_million,
+            "replica: 200 persons re-read and replaced (a commit applied), p50 ms": percentile(
+                APPLIED, 0.5
+            )
+            * 1000,
+            "replica: 200 persons re-read and replaced, p99 ms": percentile(APPLIED, 0.99) * 1000,
             "ours cached p50, ms": percentile(cached, 0.5) * 1000,
             "ours cached p99, ms": percentile(cached, 0.99) * 1000,
             "raw-events SQL p50, ms": percentile(raw_runs, 0.5) * 1000,

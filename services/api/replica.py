@@ -232,7 +232,7 @@ class Replica:
             self._held[funnel_id] = held
             changed = sorted(self._pending.pop(funnel_id, ()))
             if changed:
-                await self._apply(funnel_id, changed)
+                await self.apply(funnel_id, changed)
         if was is not None:
             await asyncio.to_thread(self._store.drop, was.tables)
 
@@ -304,7 +304,7 @@ class Replica:
                 if funnel in self._pending:
                     self._pending[funnel].add(person)
             for funnel, persons in sorted(changed.items()):
-                await self._apply(funnel, sorted(persons))
+                await self.apply(funnel, sorted(persons))
             # Rows the next read returns again (see ``log_since``): skipped then.
             self._seen = {
                 r[0] for r in rows if (r[0] > position if r[1] is None else r[1] >= position)
@@ -313,7 +313,9 @@ class Replica:
             self.complete_to_us = complete
             self._polled_at_us = began
 
-    async def _apply(self, funnel_id: str, persons: Sequence[str]) -> None:
+    async def apply(self, funnel_id: str, persons: Sequence[str]) -> None:
+        """Re-read these persons' rows of a held funnel and replace theirs (what a catch-up
+        does for the persons the log names)."""
         held = self._held[funnel_id]
         async with self._sessions() as session:
             d = held.definition
