@@ -77,6 +77,8 @@ class Replica:
         self._load_slice = load_slice
         self._keep_us = int(log_keep_s * US)
         self._store = Store()
+        self._persons: dict[str, int] = {}  # as the store's persons table holds them
+        self._coding = asyncio.Lock()  # keys are given (here or by the store) one at a time
         self._held: dict[str, _Held] = {}
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, set[str]] = {}  # funnel being loaded -> persons changed
@@ -236,19 +238,6 @@ class Replica:
         if was is not None:
             await asyncio.to_thread(self._store.drop, was.tables)
 
-    async def _write(
-        self,
-        held: _Held,
-        replaced: Sequence[str] | None,
-        entries: Staged,
-        touches: Staged,
-    ) -> None:
-        """Write the rows (``replaced``: the persons whose rows they replace, None when they
-        have none yet)."""
-        await asyncio.to_thread(
-            self._store.replace, held.tables, held.definition, replaced, entries, touches
-        )
-
     async def _load_next(
         self, held: _Held, funnel_id: str, after: str | None, folder: Path
     ) -> str | None:
@@ -268,7 +257,11 @@ class Replica:
             else:
                 entries = await repository.entry_columns(session, funnel_id, d, scope)
                 touches = await repository.touch_columns(session, funnel_id, d, scope)
-        await self._write(held, None, entries, touches)
+        async with self._coding:
+            coded = await asyncio.to_thread(
+                self._store.load, held.tables, held.definition, entries, touches
+            )
+            self._persons.update(coded)
         return persons[-1]
 
     async def _start_log(self) -> None:
@@ -321,7 +314,19 @@ class Replica:
             d = held.definition
             entries = await repository.entry_columns(session, funnel_id, d, persons)
             touches = await repository.touch_columns(session, funnel_id, d, persons)
-        await self._write(held, persons, entries, touches)
+        new: list[tuple[str, int]] = []
+        keys = [self._key(p, new) for p in persons]
+        entries[0] = [self._key(p, new) for p in entries[0]]
+        touches[0] = [self._key(p, new) for p in touches[0]]
+        await asyncio.to_thread(self._store.apply, held.tables, d, keys, new, entries, touches)
+
+    def _key(self, person: str, new: list[tuple[str, int]]) -> int:
+        """The person's key, a new one (added to ``new``) for a person not held yet."""
+        key = self._persons.get(person)
+        if key is None:
+            key = self._persons[person] = len(self._persons)
+            new.append((person, key))
+        return key
 
     async def _drop_all(self) -> None:
         held, self._held = self._held, {}

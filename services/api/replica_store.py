@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,12 @@ import duckdb
 from services.api.reports import columnar
 from shared.funnel import FunnelDefinition
 
-# The staged columns of entries (as ``repository.replica.entry_columns`` returns them).
-_STAGED = [("person", "VARCHAR"), ("t0", "BIGINT"), ("lft", "BIGINT"), ("rgt", "BIGINT")]
+# The staged columns of entries (as ``repository.replica.entry_columns`` returns them,
+# after the person: its id, or its key).
+_STAGED = [("t0", "BIGINT"), ("lft", "BIGINT"), ("rgt", "BIGINT")]
 _STAGED += [("reached", "UTINYINT"), ("dq", "BOOLEAN")]
-_STAGED_TOUCHES = [("person", "VARCHAR"), ("prop", "UTINYINT"), ("ts", "BIGINT")]
-_STAGED_TOUCHES += [("prev", "BIGINT"), ("nxt", "BIGINT"), ("v", "VARCHAR")]
+_STAGED_TOUCHES = [("prop", "UTINYINT"), ("ts", "BIGINT"), ("prev", "BIGINT"), ("nxt", "BIGINT")]
+_STAGED_TOUCHES += [("v", "VARCHAR")]
 
 Staged = list[list[Any]] | Path  # columns, or a CSV file of the same columns
 
@@ -59,44 +60,85 @@ class Store:
             for name in (tables.entries, tables.touches, tables.labels):
                 self._db.execute(f"DROP TABLE IF EXISTS {name}")
 
-    def replace(
+    def load(
         self,
         tables: columnar.Tables,
         definition: FunnelDefinition,
-        persons: Sequence[str] | None,
         entries: Staged,
         touches: Staged,
+    ) -> list[tuple[str, int]]:
+        """In one transaction: insert the staged rows of persons that have none yet (ids as
+        text), persons new to the replica and values coded here; those persons and keys."""
+        with self._transaction() as db:
+            _stage(db, "se", _staged(definition, "VARCHAR"), entries)
+            _stage(db, "st", _staged_touches("VARCHAR"), touches)
+            first = db.execute("SELECT coalesce(max(key) + 1, 0) FROM persons").fetchall()[0][0]
+            _code(db, "persons", "id", "key", "SELECT person FROM se UNION SELECT person FROM st")
+            self._insert(
+                db,
+                tables,
+                definition,
+                "(SELECT p.key AS pk, se.* FROM se JOIN persons p ON p.id = se.person)",
+                "JOIN persons p ON p.id = st.person",
+                "p.key",
+            )
+            found = db.execute("SELECT id, key FROM persons WHERE key >= $k", {"k": first})
+            return [(i, int(k)) for i, k in found.fetchall()]
+
+    def apply(
+        self,
+        tables: columnar.Tables,
+        definition: FunnelDefinition,
+        keys: Sequence[int],
+        new: Sequence[tuple[str, int]],
+        entries: list[list[Any]],
+        touches: list[list[Any]],
     ) -> None:
-        """In one transaction: delete the rows of ``persons`` (None: they have none yet) and
-        insert the staged rows, persons and values coded as integers."""
+        """In one transaction: replace the rows of the persons ``keys`` by the staged ones
+        (persons as keys; ``new``: the persons and keys the replica has not held yet)."""
+        with self._transaction() as db:
+            for table in (tables.entries, tables.touches):
+                db.execute(
+                    f"DELETE FROM {table} WHERE person IN (SELECT unnest($k))", {"k": list(keys)}
+                )
+            if new:
+                db.execute(
+                    "INSERT INTO persons SELECT unnest($i), unnest($k)",
+                    {"i": [i for i, _ in new], "k": [k for _, k in new]},
+                )
+            _stage(db, "se", _staged(definition, "INTEGER"), entries)
+            _stage(db, "st", _staged_touches("INTEGER"), touches)
+            self._insert(
+                db, tables, definition, "(SELECT person AS pk, * FROM se)", "", "st.person"
+            )
+
+    @staticmethod
+    def _insert(
+        db: duckdb.DuckDBPyConnection,
+        tables: columnar.Tables,
+        definition: FunnelDefinition,
+        entries: str,
+        join: str,
+        person: str,
+    ) -> None:
+        _code(db, tables.labels, "label", "code", "SELECT v FROM st")
+        chosen = ", ".join(["pk", *columnar.entry_expressions(definition)[1:]])
+        db.execute(f"INSERT INTO {tables.entries} SELECT {chosen} FROM {entries}")
+        db.execute(
+            f"INSERT INTO {tables.touches} SELECT {person}, prop, ts, prev, nxt, l.code "
+            f"FROM st {join} JOIN {tables.labels} l ON l.label = st.v"
+        )
+        db.execute("DROP TABLE se")
+        db.execute("DROP TABLE st")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor in a DuckDB transaction, the only writer meanwhile."""
         with self._write:
             db = self._db.cursor()
             try:
                 db.execute("BEGIN")
-                if persons:
-                    keys = "SELECT key FROM persons WHERE id IN (SELECT unnest($ids))"
-                    for table in (tables.entries, tables.touches):
-                        db.execute(
-                            f"DELETE FROM {table} WHERE person IN ({keys})", {"ids": list(persons)}
-                        )
-                _stage(db, "se", _staged(definition), entries)
-                _stage(db, "st", _STAGED_TOUCHES, touches)
-                _code(
-                    db, "persons", "id", "key", "SELECT person FROM se UNION SELECT person FROM st"
-                )
-                _code(db, tables.labels, "label", "code", "SELECT v FROM st")
-                chosen = ", ".join(["p.key", *columnar.entry_expressions(definition)[1:]])
-                db.execute(
-                    f"INSERT INTO {tables.entries} SELECT {chosen} "
-                    "FROM se JOIN persons p ON p.id = se.person"
-                )
-                db.execute(
-                    f"INSERT INTO {tables.touches} SELECT p.key, prop, ts, prev, nxt, l.code "
-                    f"FROM st JOIN persons p ON p.id = st.person "
-                    f"JOIN {tables.labels} l ON l.label = st.v"
-                )
-                db.execute("DROP TABLE se")
-                db.execute("DROP TABLE st")
+                yield db
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
@@ -133,12 +175,16 @@ class Store:
             self._db.close()
 
 
-def _staged(definition: FunnelDefinition) -> list[tuple[str, str]]:
+def _staged(definition: FunnelDefinition, person: str) -> list[tuple[str, str]]:
     n = len(definition.steps)
-    staged = [*_STAGED, *((f"s{k}", "BIGINT") for k in range(1, n + 1))]
+    staged = [("person", person), *_STAGED, *((f"s{k}", "BIGINT") for k in range(1, n + 1))]
     if definition.value_property is not None:
         staged += [(f"v{k}", "VARCHAR") for k in range(1, n + 1)]
     return staged
+
+
+def _staged_touches(person: str) -> list[tuple[str, str]]:
+    return [("person", person), *_STAGED_TOUCHES]
 
 
 def _stage(
