@@ -33,6 +33,7 @@ import duckdb
 
 from services.api.freshness import derive
 from services.api.reports import columnar, sql
+from services.api.reports.forecast import PipelineTally
 from services.api.reports.python import Breakdown, FunnelReport, Window
 from services.api.repository import Sessions, freshness
 from services.api.repository import replica as repository
@@ -135,6 +136,71 @@ class Replica:
             return None
         self.served += 1
         return sql.report_from_rows(definition, rows, breakdown), complete
+
+    async def cohort_reports(
+        self,
+        funnel_id: str,
+        version: int,
+        definition: FunnelDefinition,
+        windows: Sequence[Window],
+        count: CountMode,
+    ) -> tuple[list[FunnelReport], int | None] | None:
+        """One report per window (trends' cohorts, no breakdown), all read from one DuckDB
+        snapshot after one catch-up, and the instant they are complete to; ``None`` when
+        the replica does not hold this funnel version."""
+        caught = await self._caught_up(funnel_id, version)
+        if caught is None:
+            return None
+        held, complete, funnel = caught
+        made = [columnar.report_statement(funnel, definition, w, count) for w in windows]
+        found = await asyncio.to_thread(self._read_all, made)
+        if self._held.get(funnel_id) is not held:
+            return None  # reloaded or redefined meanwhile
+        self.served += 1
+        return [sql.report_from_rows(definition, rows, None) for rows in found], complete
+
+    async def pipeline(
+        self,
+        funnel_id: str,
+        version: int,
+        definition: FunnelDefinition,
+        window: Window,
+        count: CountMode,
+    ) -> tuple[PipelineTally, int | None] | None:
+        """The pipeline forecast's tally from the replica, caught up with the log first, and
+        the instant it is complete to; ``None`` when it does not hold this funnel version."""
+        caught = await self._caught_up(funnel_id, version)
+        if caught is None:
+            return None
+        held, complete, funnel = caught
+        made = columnar.pipeline_statement(funnel, definition, window, count)
+        rows = await asyncio.to_thread(self._read, *made)
+        if self._held.get(funnel_id) is not held:
+            return None
+        self.served += 1
+        return sql.pipeline_from_rows(definition, rows), complete
+
+    async def _caught_up(
+        self, funnel_id: str, version: int
+    ) -> tuple[_Held, int | None, int] | None:
+        """After a catch-up: what is held of the funnel (this version), the instant the
+        replica is complete to, and the funnel's key; ``None`` when not held."""
+        await self.catch_up()
+        held = self._held.get(funnel_id)
+        if held is None or held.version != version:
+            return None
+        return held, self.complete_to_us, self._funnel_key(funnel_id)
+
+    def _read_all(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> list[list[Any]]:
+        """The rows of each statement, all read in one transaction (one snapshot)."""
+        cursor = self._db.cursor()
+        try:
+            cursor.execute("BEGIN TRANSACTION")
+            found = [cursor.execute(s, p).fetchall() for s, p in statements]
+            cursor.execute("COMMIT")
+            return found
+        finally:
+            cursor.close()
 
     def _read(self, statement: str, params: dict[str, Any]) -> list[Any]:
         cursor = self._db.cursor()  # a connection of its own: reads run beside the writer

@@ -160,3 +160,35 @@ def report_statement(
     LEFT JOIN ranked ON ranked.pos = t.grp AND t.grp <= $limit""",
         params,
     )
+
+
+def pipeline_statement(
+    funnel: int, definition: FunnelDefinition, window: Window, count: CountMode
+) -> tuple[str, dict[str, Any]]:
+    """The DuckDB statement of the pipeline forecast's tally (:func:`covers` with no
+    breakdown), rows as :func:`services.api.reports.sql.pipeline_query`'s: counted entries by
+    steps reached and open or closed window, with the sum of their values (each entry's
+    latest numeric value along its steps, as ``shared.funnel.entry_value``)."""
+    if count == "totals":
+        counted = "NOT disqualified"
+    else:
+        counted = "(lft IS NULL OR lft < $lo) AND (rgt IS NULL OR rgt >= $hi)"
+    value = "NULL::DOUBLE"
+    if definition.value_property is not None:
+        latest = ", ".join(f"x[{k + 1}]" for k in reversed(range(len(definition.steps))))
+        value = f"COALESCE({latest})"
+    params: dict[str, Any] = {
+        "funnel": funnel,
+        "lo": window.start,
+        "hi": window.end,
+        "now": window.now,
+        "window": definition.window_us,
+    }
+    return (
+        f"""
+    SELECT reached, t0 + $window > $now AS open, count(*), sum({value})
+    FROM entries
+    WHERE funnel = $funnel AND t0 >= $lo AND t0 < $hi AND {counted}
+    GROUP BY 1, 2""",
+        params,
+    )
