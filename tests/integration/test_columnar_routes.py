@@ -30,6 +30,7 @@ FUNNEL = {
 # Two daily cohorts; q's window closes exactly at "now" (closed, not in progress).
 ASKED = [
     ("trends", {"from": "2026-01-01", "to": "2026-01-03", "interval": "day"}),
+    ("trends", {"from": "2026-01-01", "to": "2026-01-03", "count": "totals"}),
     ("forecast", {"from": "2026-01-01", "to": "2026-01-03"}),
     ("forecast", {"from": "2026-01-01", "to": "2026-01-03", "count": "uniques"}),
     ("diagnosis", {"from": "2026-01-01", "to": "2026-01-03"}),
@@ -97,8 +98,9 @@ async def test_series_routes_and_gauges_read_the_replica_and_equal_the_database(
     async with _app(database, keys) as (_, db):
         expected = await _answers(db, funnel_id)
     assert got == expected
-    trends, forecast, _, diagnosis = got
+    trends, totals, forecast, _, diagnosis = got
     assert [c["persons"] for c in trends["cohorts"]] == [[1, 1, 0], [2, 1, 0]]
+    assert [c["persons"] for c in totals["cohorts"]] == [[2, 2, 0], [2, 1, 0]]  # p: two entries
     # r is in progress at signup, with its latest amount; q's window has just closed.
     assert [(s["open_entries"], s["value"]) for s in forecast["stages"]] == [(0, 0.0), (1, 9.0)]
     assert diagnosis["best_group"]["value"] == "ads"
