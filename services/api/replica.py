@@ -145,19 +145,25 @@ class Replica:
         windows: Sequence[Window],
         count: CountMode,
     ) -> tuple[list[FunnelReport], int | None] | None:
-        """One report per window (trends' cohorts, no breakdown), all read from one DuckDB
-        snapshot after one catch-up, and the instant they are complete to; ``None`` when
+        """One report per window (trends' cohorts, no breakdown, one "now"), from one
+        statement after one catch-up, and the instant they are complete to; ``None`` when
         the replica does not hold this funnel version."""
         caught = await self._caught_up(funnel_id, version)
         if caught is None:
             return None
         held, complete, funnel = caught
-        made = [columnar.report_statement(funnel, definition, w, count) for w in windows]
-        found = await asyncio.to_thread(self._read_all, made)
+        if not windows:
+            return [], complete
+        made = columnar.cohorts_statement(funnel, definition, windows, count)
+        rows = await asyncio.to_thread(self._read, *made)
         if self._held.get(funnel_id) is not held:
             return None  # reloaded or redefined meanwhile
         self.served += 1
-        return [sql.report_from_rows(definition, rows, None) for rows in found], complete
+        by_window: dict[int, list[Any]] = {r[0]: [r[1:]] for r in rows}
+        return [
+            sql.report_from_rows(definition, by_window.get(k, []), None)
+            for k in range(len(windows))
+        ], complete
 
     async def pipeline(
         self,
@@ -190,17 +196,6 @@ class Replica:
         if held is None or held.version != version:
             return None
         return held, self.complete_to_us, self._funnel_key(funnel_id)
-
-    def _read_all(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> list[list[Any]]:
-        """The rows of each statement, all read in one transaction (one snapshot)."""
-        cursor = self._db.cursor()
-        try:
-            cursor.execute("BEGIN TRANSACTION")
-            found = [cursor.execute(s, p).fetchall() for s, p in statements]
-            cursor.execute("COMMIT")
-            return found
-        finally:
-            cursor.close()
 
     def _read(self, statement: str, params: dict[str, Any]) -> list[Any]:
         cursor = self._db.cursor()  # a connection of its own: reads run beside the writer

@@ -192,3 +192,37 @@ def pipeline_statement(
     GROUP BY 1, 2""",
         params,
     )
+
+
+def cohorts_statement(
+    funnel: int, definition: FunnelDefinition, windows: Sequence[Window], count: CountMode
+) -> tuple[str, dict[str, Any]]:
+    """One DuckDB statement for the reports of several ranges sharing one "now" (trends'
+    cohorts; :func:`covers` with no breakdown): each entry is joined to the ranges it starts
+    in and counted there by that range's bounds. One row per range that has a counted
+    entry: its position in ``windows``, then the row of :func:`report_statement`."""
+    if count == "totals":
+        counted = "NOT disqualified"
+    else:
+        counted = "(lft IS NULL OR lft < w.lo) AND (rgt IS NULL OR rgt >= w.hi)"
+    params: dict[str, Any] = {
+        "funnel": funnel,
+        "los": [w.start for w in windows],
+        "his": [w.end for w in windows],
+        "cohorts": list(range(len(windows))),
+        "lo": min(w.start for w in windows),
+        "hi": max(w.end for w in windows),
+        "now": windows[0].now,
+        "window": definition.window_us,
+    }
+    return (
+        f"""
+    WITH w AS (SELECT unnest($los) AS lo, unnest($his) AS hi, unnest($cohorts) AS cohort),
+    c AS (SELECT w.cohort, t0, reached, st, x FROM entries JOIN w ON t0 >= w.lo AND t0 < w.hi
+          WHERE funnel = $funnel AND t0 >= $lo AND t0 < $hi AND {counted}),
+    l AS (SELECT cohort, reached, t0{_measures(definition)} FROM c)
+    SELECT cohort, true, NULL, NULL, NULL, true, 0,
+      {_aggregates(definition)}
+    FROM l GROUP BY cohort""",
+        params,
+    )
