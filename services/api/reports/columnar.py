@@ -197,10 +197,12 @@ def pipeline_statement(
 def cohorts_statement(
     funnel: int, definition: FunnelDefinition, windows: Sequence[Window], count: CountMode
 ) -> tuple[str, dict[str, Any]]:
-    """One DuckDB statement for the reports of several ranges sharing one "now" (trends'
-    cohorts; :func:`covers` with no breakdown): each entry is joined to the ranges it starts
-    in and counted there by that range's bounds. One row per range that has a counted
-    entry: its position in ``windows``, then the row of :func:`report_statement`."""
+    """One DuckDB statement for the reports of several disjoint ranges in ascending order
+    sharing one "now" (trends' cohorts; :func:`covers` with no breakdown): each entry is
+    joined to the range it starts in (an as-of join: the last range starting at or before
+    it, if the entry starts before that range's end) and counted by that range's bounds.
+    One row per range that has a counted entry: its position in ``windows``, then the row of
+    :func:`report_statement`."""
     if count == "totals":
         counted = "NOT disqualified"
     else:
@@ -218,8 +220,9 @@ def cohorts_statement(
     return (
         f"""
     WITH w AS (SELECT unnest($los) AS lo, unnest($his) AS hi, unnest($cohorts) AS cohort),
-    c AS (SELECT w.cohort, t0, reached, st, x FROM entries JOIN w ON t0 >= w.lo AND t0 < w.hi
-          WHERE funnel = $funnel AND t0 >= $lo AND t0 < $hi AND {counted}),
+    e AS (SELECT * FROM entries WHERE funnel = $funnel AND t0 >= $lo AND t0 < $hi),
+    c AS (SELECT w.cohort, t0, reached, st, x FROM e ASOF JOIN w ON e.t0 >= w.lo
+          WHERE t0 < w.hi AND {counted}),
     l AS (SELECT cohort, reached, t0{_measures(definition)} FROM c)
     SELECT cohort, true, NULL, NULL, NULL, true, 0,
       {_aggregates(definition)}

@@ -11,6 +11,7 @@ holds the funnel's version and its layout covers the request, as the report is
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 
 from services.api.replica import Replica
@@ -164,8 +165,10 @@ async def cohort_reports_served(
     complete_to_us: int | None,
 ) -> tuple[list[FunnelReport], int | None]:
     """Trends' reports (``cohort_reports``) and the instant they are complete to: from the
-    replica when it may answer, else from the database (``complete_to_us``: read before)."""
-    chosen = replica_for(replica, row, definition, count)
+    replica when it may answer, else from the database (``complete_to_us``: read before).
+    The replica's one statement for all cohorts needs them disjoint, in ascending order and
+    of one "now", as ``trends.cohort_bounds`` makes them."""
+    chosen = replica_for(replica, row, definition, count) if _ascending(windows) else None
     if chosen is not None:
         # Hold no transaction while the replica reads in sessions of its own (on SQLite
         # each holds the write lock); this session was only read.
@@ -174,6 +177,10 @@ async def cohort_reports_served(
         if found is not None:
             return found
     return await cohort_reports(session, row.id, definition, windows, count), complete_to_us
+
+
+def _ascending(windows: Sequence[Window]) -> bool:
+    return all(a.end <= b.start and a.now == b.now for a, b in itertools.pairwise(windows))
 
 
 async def pipeline_served(
