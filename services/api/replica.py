@@ -143,21 +143,28 @@ class Replica:
         windows: Sequence[Window],
         count: CountMode,
     ) -> tuple[list[FunnelReport], int | None] | None:
-        """One report per window (trends' cohorts, no breakdown), all read from one DuckDB
-        snapshot after one catch-up, and the instant they are complete to; ``None`` when
-        the replica does not hold this funnel version."""
+        """One report per window (trends' cohorts: disjoint, ascending, one "now"; no
+        breakdown), from one statement after one catch-up, and the instant they are complete
+        to; ``None`` when the replica does not hold this funnel version."""
         found = await self._query(
             funnel_id,
             version,
-            lambda tables: [
-                columnar.report_statement(tables, definition, w, count) for w in windows
-            ],
+            lambda tables: [columnar.cohorts_statement(tables, definition, windows, count)]
+            if windows
+            else [],
         )
         if found is None:
             return None
         rows, complete = found
+        if not windows:
+            return [], complete
         self.served += 1
-        return [sql.report_from_rows(definition, r, None) for r in rows], complete
+        by_window: dict[int, list[Any]] = {r[0]: [r[1:]] for r in rows[0]}
+        reports = [
+            sql.report_from_rows(definition, by_window.get(k, []), None)
+            for k in range(len(windows))
+        ]
+        return reports, complete
 
     async def pipeline(
         self,

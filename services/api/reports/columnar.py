@@ -23,6 +23,7 @@ fixed fragments, table names the replica makes and step indices only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,4 +183,39 @@ def pipeline_statement(
     SELECT reached, t0 + $window > $now AS open, count(*), sum({value})
     FROM c GROUP BY 1, 2""",
         _params(definition, window),
+    )
+
+
+def cohorts_statement(
+    tables: Tables, definition: FunnelDefinition, windows: Sequence[Window], count: CountMode
+) -> tuple[str, dict[str, Any]]:
+    """One DuckDB statement for the reports of several disjoint ranges in ascending order
+    sharing one "now" (trends' cohorts; :func:`covers` with no breakdown): each entry is
+    joined to the range it starts in (an as-of join: the last range starting at or before
+    it, if the entry starts before that range's end) and counted by that range's bounds.
+    One row per range that has a counted entry: its position in ``windows``, then the row of
+    :func:`report_statement`."""
+    if count == "totals":
+        counted = "NOT dq"
+    else:
+        counted = "(lft IS NULL OR lft < w.lo) AND (rgt IS NULL OR rgt >= w.hi)"
+    params: dict[str, Any] = {
+        "los": [w.start for w in windows],
+        "his": [w.end for w in windows],
+        "cohorts": list(range(len(windows))),
+        "lo": min(w.start for w in windows),
+        "hi": max(w.end for w in windows),
+        "now": windows[0].now,
+        "window": definition.window_us,
+    }
+    return (
+        f"""
+    WITH w AS (SELECT unnest($los) AS lo, unnest($his) AS hi, unnest($cohorts) AS cohort),
+    e AS (SELECT * FROM {tables.entries} WHERE t0 >= $lo AND t0 < $hi),
+    c AS (SELECT w.cohort, e.* FROM e ASOF JOIN w ON e.t0 >= w.lo
+          WHERE e.t0 < w.hi AND {counted})
+    SELECT cohort, true, NULL, NULL, NULL, true, 0,
+      {_aggregates(definition)}
+    FROM c GROUP BY cohort""",
+        params,
     )
