@@ -23,7 +23,6 @@ is older than half that drops what it holds and loads funnels again on demand.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import tempfile
 import time
@@ -48,6 +47,7 @@ from shared.funnel import CountMode, FunnelDefinition
 log = logging.getLogger(__name__)
 
 LOAD_SLICE = 50_000  # persons read per transaction when a funnel is loaded whole
+CLOSE_WAIT_S = 30.0  # at shutdown, how long cancelled loads may take to end
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +149,9 @@ class Replica:
         found = await self._query(
             funnel_id,
             version,
-            lambda tables: [columnar.cohorts_statement(tables, definition, windows, count)]
-            if windows
-            else [],
+            lambda tables: (
+                [columnar.cohorts_statement(tables, definition, windows, count)] if windows else []
+            ),
         )
         if found is None:
             return None
@@ -371,7 +371,9 @@ class Replica:
         tasks = [t for t in (self._task, *self._loading.values()) if t is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:  # a load finishes its slice's COPY first (see repository.copy_rows)
+            done, _ = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a load that failed needs no report now
         await asyncio.to_thread(self._store.close)

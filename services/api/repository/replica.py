@@ -4,7 +4,9 @@ columns, whole or for some persons."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +178,20 @@ async def copy_rows(
             compiled = _scoped(stmt, table, funnel_id, persons).compile(
                 dialect=dialect, compile_kwargs={"literal_binds": True}
             )
-            await driver.copy_from_query(str(compiled), output=out, format="csv")
+            await _uncancelled(driver.copy_from_query(str(compiled), output=out, format="csv"))
+
+
+async def _uncancelled(work: Coroutine[Any, Any, Any]) -> None:
+    """Run ``work`` to its end even when the caller is cancelled (then cancel the caller):
+    a ``COPY ... TO STDOUT`` cut off half way leaves its connection in the copy protocol,
+    and the session's rollback on it then waits for ever."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait({task})  # one slice's COPY: bounded
+        raise
 
 
 async def copy_entries(
