@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.aggregator.bounds import entry_bounds, touch_bounds
 from services.aggregator.engine import Evaluator, PersonEvent
+from shared.bounds import entry_bounds, touch_bounds
 from shared.funnel import Entry, FunnelDefinition, Touch
 from tests.workload import CHANNELS
 
@@ -146,6 +146,14 @@ def touch_previous(j: Journeys) -> np.ndarray:
     found = np.full(len(j.ev_ts), MIN_BOUND, np.int64)
     same = j.ev_person[1:] == j.ev_person[:-1]
     found[1:][same] = j.ev_ts[:-1][same]
+    return found
+
+
+def touch_next(j: Journeys) -> np.ndarray:
+    """Per event (each a touch with a channel): the person's next touch's instant."""
+    found = np.full(len(j.ev_ts), MAX_BOUND, np.int64)
+    same = j.ev_person[1:] == j.ev_person[:-1]
+    found[:-1][same] = j.ev_ts[1:][same]
     return found
 
 

@@ -1,6 +1,6 @@
 """The report's answer computed other ways, to compare and time against ours: ClickHouse's
 ``windowFunnel`` over the raw events (embedded, ``chdb``), and a prototype of a columnar read
-path, DuckDB over the bounds layout (``services/aggregator/bounds.py``).
+path, DuckDB over the bounds layout (``shared/bounds.py``).
 
 An answer maps each breakdown value (and ``ALL`` for the whole range) to one (persons, median
 seconds from the previous step) pair per step; windowFunnel gives no per-step times, so its
@@ -126,11 +126,11 @@ class BoundsLayout:
     """DuckDB over the bounds layout: integer persons, typed columns, per entry its bounds
     and the times from each step to the next, per touch its previous touch's instant."""
 
-    def __init__(self, j: Journeys) -> None:
+    def __init__(self, j: Journeys, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         import duckdb
 
         self.built_s = -time.perf_counter()
-        left, right = bounds_columns(j)
+        left, right = bounds_columns(j) if bounds is None else bounds
         self.built_s += time.perf_counter()
         gaps = {}
         for k in range(1, len(STEPS)):

@@ -24,13 +24,18 @@ from sqlalchemy import text
 
 from bench.common import percentile, record
 from bench.journeys import (
+    MAX_BOUND,
+    MIN_BOUND,
     RANGE_US,
     START_US,
     STEPS,
     WINDOW_US,
     Journeys,
+    bounds_columns,
     generate,
     person_slices,
+    touch_next,
+    touch_previous,
     verify,
 )
 from bench.readpath import (
@@ -66,27 +71,39 @@ FUNNEL_DOC = {
 COPY_ROWS = 200_000
 
 
-def _rows(j: Journeys, funnel_id: str) -> tuple[list[tuple], list[tuple], list[tuple]]:
-    """The entries, touches and raw events as COPY rows (JSON columns as text)."""
+def _bound(x: int) -> int | None:
+    return None if x in (MIN_BOUND, MAX_BOUND) else x
+
+
+def _rows(
+    j: Journeys, funnel_id: str, bounds: tuple[np.ndarray, np.ndarray]
+) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """The entries, touches and raw events as COPY rows (JSON columns as text), with the
+    bounds the aggregator stores (``bounds.entry_bounds`` person by person; every touch has
+    a channel, so its neighbours are the person's previous and next touch)."""
     ids = [j.person_id(p) for p in range(j.persons)]
     names = [orjson.dumps({"channel": c}).decode() for c in CHANNELS]
     entries = []
+    left, right = bounds[0].tolist(), bounds[1].tolist()
     for k in range(len(j.t0)):
         r, c = int(j.reached[k]), CHANNELS[j.channel[k]]
         times = orjson.dumps(j.times[k, :r].tolist()).decode()
         values = orjson.dumps({"channel": [c] * r}).decode()
-        entries.append((funnel_id, ids[j.person[k]], int(j.t0[k]), r, times, False, values))
+        stored = (funnel_id, ids[j.person[k]], int(j.t0[k]), r, times, False, values)
+        entries.append((*stored, _bound(left[k]), _bound(right[k])))
     touches, raw = [], []
     _, events_at = person_slices(j)
+    previous, following = touch_previous(j).tolist(), touch_next(j).tolist()
     for k in range(len(j.ev_ts)):
         p, ts, props = int(j.ev_person[k]), int(j.ev_ts[k]), names[j.ev_channel[k]]
-        touches.append((funnel_id, ids[p], ts, 0, props))
+        near = orjson.dumps({"channel": [_bound(previous[k]), _bound(following[k])]}).decode()
+        touches.append((funnel_id, ids[p], ts, 0, props, near))
         event_id = f"{ids[p]}-{k - events_at[p]}"  # as journeys.events_of numbers them
         raw.append(("bench", event_id, ids[p], STEPS[j.ev_step[k]], ts, ts, props, "{}", ids[p]))
     return entries, touches, raw
 
 
-async def seed(url: str, j: Journeys) -> tuple[str, str]:
+async def seed(url: str, j: Journeys, bounds: tuple[np.ndarray, np.ndarray]) -> tuple[str, str]:
     """The funnel, then its stored progress and the raw events, by COPY."""
     engine = create_engine(url)
     async with sessionmaker(engine).begin() as session:
@@ -96,7 +113,7 @@ async def seed(url: str, j: Journeys) -> tuple[str, str]:
             text("UPDATE funnels SET backfill_done = true WHERE id = :id"), {"id": funnel_id}
         )
     await engine.dispose()
-    entries, touches, raw = _rows(j, funnel_id)
+    entries, touches, raw = _rows(j, funnel_id, bounds)
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
     try:
         for table, rows, columns in [
@@ -122,8 +139,10 @@ ENTRY_COLUMNS = [
     "step_times",
     "disqualified",
     "step_values",
+    "lft_us",
+    "rgt_us",
 ]
-TOUCH_COLUMNS = ["funnel_id", "person_id", "ts_us", "seq", "values"]
+TOUCH_COLUMNS = ["funnel_id", "person_id", "ts_us", "seq", "values", "neighbours"]
 EVENT_COLUMNS = [
     "project_id",
     "event_id",
@@ -264,12 +283,21 @@ async def api_client(
             assert replica.holds(funnel_id, 1)
             LOADS.append(time.perf_counter() - started)
             MEMORY.append(await asyncio.to_thread(replica.memory_bytes))
+            rng = np.random.default_rng(17)
+            persons = int(MEMORY_PERSONS[0])
+            for _ in range(20):
+                ids = [f"p{p:07d}" for p in rng.choice(persons, 200, replace=False)]
+                started = time.perf_counter()
+                await replica.apply(funnel_id, ids)
+                APPLIED.append(time.perf_counter() - started)
         yield client
 
 
 REPORT_PARAMS = {"from": "2026-01-01", "to": "2026-04-01", "breakdown": "channel"}
 LOADS: list[float] = []  # seconds the replica took to load the funnel whole
 MEMORY: list[int] = []  # the replica's DuckDB memory once loaded, bytes
+MEMORY_PERSONS: list[int] = []  # how many persons the funnel has
+APPLIED: list[float] = []  # seconds the replica took to re-read and replace 200 persons
 
 
 async def our_latencies(
@@ -362,14 +390,20 @@ def main(quick: bool = False) -> None:
     figures: dict[str, float | int | str] = {}
     started = time.perf_counter()
     j = generate(persons)
+    MEMORY_PERSONS.append(persons)
     figures["generated, s"] = time.perf_counter() - started
     started = time.perf_counter()
     checked = verify(j, definition_from_doc(FUNNEL_DOC), min(persons, 100_000))
     figures["persons checked against the engine"] = checked
     figures["checking them, s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    bounds = bounds_columns(j)
+    figures["bounds.entry_bounds for every person (seeding what the aggregator stores), s"] = (
+        time.perf_counter() - started
+    )
     with migrated("postgresql", Path(tempfile.mkdtemp())) as url:
         started = time.perf_counter()
-        key, funnel_id = asyncio.run(seed(url, j))
+        key, funnel_id = asyncio.run(seed(url, j, bounds))
         figures["seeding PostgreSQL (COPY, ANALYZE), s"] = time.perf_counter() - started
         ours, computed, cached = asyncio.run(our_latencies(url, key, funnel_id, 30))
         in_database, database_runs, _ = asyncio.run(
@@ -385,7 +419,7 @@ def main(quick: bool = False) -> None:
     clickhouse = ClickHouse(j)
     same_answers("chdb windowFunnel", ours, clickhouse.answer(), medians=False)
     chdb_runs = timed(clickhouse.answer, 10)
-    layout = BoundsLayout(j)
+    layout = BoundsLayout(j, bounds)
     same_answers("DuckDB over the bounds layout", ours, layout.answer())
     duck_runs = timed(layout.answer, 20)
     clickhouse_bounds = ClickHouseBounds(clickhouse, layout)
@@ -407,6 +441,11 @@ def main(quick: bool = False) -> None:
             "ours computed (API, in PostgreSQL) p50, ms": percentile(database_runs, 0.5) * 1000,
             "replica: funnel loaded whole, s": LOADS[0],
             "replica: DuckDB memory, MB per million persons": MEMORY[0] / 1e6 * per_million,
+            "replica: 200 persons re-read and replaced (a commit applied), p50 ms": percentile(
+                APPLIED, 0.5
+            )
+            * 1000,
+            "replica: 200 persons re-read and replaced, p99 ms": percentile(APPLIED, 0.99) * 1000,
             "ours cached p50, ms": percentile(cached, 0.5) * 1000,
             "ours cached p99, ms": percentile(cached, 0.99) * 1000,
             "raw-events SQL p50, ms": percentile(raw_runs, 0.5) * 1000,
@@ -418,7 +457,6 @@ def main(quick: bool = False) -> None:
             "chdb bounds layout p50, ms": percentile(chdb_bounds_runs, 0.5) * 1000,
             "chdb bounds layout p99, ms": percentile(chdb_bounds_runs, 0.99) * 1000,
             "DuckDB tables, MB per million persons": layout.table_bytes / 1e6 * per_million,
-            "bounds.entry_bounds for every person, s": layout.built_s,
             "DuckDB tables loaded from Arrow, s": layout.loaded_s,
             "DuckDB: a commit of 200 persons' rows applied, p50 ms": percentile(applied, 0.5)
             * 1000,

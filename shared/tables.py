@@ -136,6 +136,10 @@ funnel_entries = Table(
     Column("step_times", Document, nullable=False),
     Column("disqualified", Boolean, nullable=False),
     Column("step_values", Document, nullable=False),
+    # Where the entry is its person's counted one (shared.bounds, migration 0013): counted in
+    # [lo, hi) when it starts there, lft_us < lo and rgt_us >= hi; NULL is unbounded.
+    Column("lft_us", BigInteger),
+    Column("rgt_us", BigInteger),
     Index(None, "funnel_id", "t0_us"),
     Index(None, "funnel_id", "person_id", "t0_us"),
 )
@@ -150,6 +154,9 @@ funnel_touches = Table(
     Column("ts_us", BigInteger, nullable=False),
     Column("seq", Integer, nullable=False),
     Column("values", Document, nullable=False),
+    # Per property the touch has a value of, the instants of the person's previous and next
+    # touch with a value of it: {property: [previous, next]} (shared.bounds, migration 0013).
+    Column("neighbours", Document, nullable=False, server_default="{}"),
     Index(None, "funnel_id", "ts_us"),
     Index(None, "funnel_id", "person_id", "ts_us"),
 )

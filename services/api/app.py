@@ -38,7 +38,11 @@ async def running(
     state = ApiState(settings, sessions, ReportEngine(settings, sessions, clock), clock)
     refresher = asyncio.create_task(
         metrics.refresh_forever(
-            sessions, settings.gauge_range_days, settings.gauge_refresh_s, clock
+            sessions,
+            settings.gauge_range_days,
+            settings.gauge_refresh_s,
+            clock,
+            state.reports.replica,  # the gauges read the report engine's columnar replica
         )
     )
     try:

@@ -19,12 +19,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.api.reports.computation import compute_report, valid_until
-from services.api.reports.python import Window
+from services.api.replica import Replica
+from services.api.reports.computation import compute_report, replica_for, valid_until
+from services.api.reports.python import FunnelReport, Window
 from services.api.repository import Session, Sessions, funnels, progress
 from services.api.repository.funnels import FunnelRow
 from shared.clock import DAY_US, Clock, SystemClock
-from shared.funnel import definition_from_doc
+from shared.funnel import FunnelDefinition, definition_from_doc
 
 log = logging.getLogger(__name__)
 LABELS = ["project", "funnel_id", "step", "funnel_name", "step_name"]
@@ -69,13 +70,17 @@ async def refresh_gauges(
     range_days: int,
     kept: dict[str, Kept] | None = None,
     clock: Clock | None = None,
+    replica: Replica | None = None,
 ) -> None:
     """Set every funnel's gauges over the entries of the last ``range_days`` days.
 
-    A funnel's values are computed as a report is (inside PostgreSQL, not by fetching its
-    entries) and, with ``kept``, only when they may have changed: when the aggregator changed
-    the funnel's stored progress or its definition changed, or when the clock reaches the
-    first instant at which an entry closes its window or leaves the range.
+    A funnel's values are computed as a report is (from the columnar ``replica`` when it
+    holds the funnel's version, else inside PostgreSQL, not by fetching its entries) and,
+    with ``kept``, only when they may have changed: when the aggregator changed the funnel's
+    stored progress or its definition changed, or when the clock reaches the first instant
+    at which an entry closes its window or leaves the range. The replica catches up with the
+    progress log after the change stamp of the basis is read, so what it counts is at least
+    as new as the basis says, as the database's answer is.
     """
     now = (clock or SystemClock()).now_us()
     range_us = range_days * DAY_US
@@ -92,7 +97,7 @@ async def refresh_gauges(
                 basis = (row.version, row.backfill_done, row.backfill_persons, stamp)
                 found = kept.get(row.id)
                 if found is None or found.basis != basis or now >= found.until_us:
-                    found = await _compute(session, row, window, basis, range_us)
+                    found = await _compute(session, row, window, basis, range_us, replica)
                     kept[row.id] = found
                 first = found.steps[0][1]
                 for position, (name, persons, in_progress) in enumerate(found.steps, 1):
@@ -105,14 +110,37 @@ async def refresh_gauges(
 
 
 async def _compute(
-    session: Session, row: FunnelRow, window: Window, basis: Hashable, range_us: int
+    session: Session,
+    row: FunnelRow,
+    window: Window,
+    basis: Hashable,
+    range_us: int,
+    replica: Replica | None,
 ) -> Kept:
     definition = definition_from_doc(row.definition)
-    report = await compute_report(
-        session, (row.project_id, row.id), definition, window, "uniques", None
-    )
+    report = await _report(session, row, definition, window, replica)
     until = await valid_until(session, row.id, definition, window, open_end=True, rolling=range_us)
     return Kept(basis, until, tuple((s.name, s.persons, s.in_progress) for s in report.steps))
+
+
+async def _report(
+    session: Session,
+    row: FunnelRow,
+    definition: FunnelDefinition,
+    window: Window,
+    replica: Replica | None,
+) -> FunnelReport:
+    chosen = replica_for(replica, row, definition, "uniques")
+    if chosen is not None:
+        # No transaction is held while the replica reads in sessions of its own (on SQLite
+        # each holds the write lock); the next statement of this session begins another.
+        await session.commit()
+        found = await chosen.report(row.id, row.version, definition, window, "uniques", None)
+        if found is not None:
+            return found[0]
+    return await compute_report(
+        session, (row.project_id, row.id), definition, window, "uniques", None
+    )
 
 
 def _forget_all_but(seen: set[tuple[str, ...]]) -> None:
@@ -125,13 +153,17 @@ def _forget_all_but(seen: set[tuple[str, ...]]) -> None:
 
 
 async def refresh_forever(
-    sessions: Sessions, range_days: int, every_s: float, clock: Clock | None = None
+    sessions: Sessions,
+    range_days: int,
+    every_s: float,
+    clock: Clock | None = None,
+    replica: Replica | None = None,
 ) -> None:
     kept: dict[str, Kept] = {}
     while True:
         started = time.monotonic()
         try:
-            await refresh_gauges(sessions, range_days, kept, clock)
+            await refresh_gauges(sessions, range_days, kept, clock, replica)
         except Exception:  # keep serving the last values; the next round may work
             log.exception("gauge refresh failed")
         # A refresh that takes long (much data) is spaced out so that it never hogs the API.

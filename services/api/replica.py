@@ -1,14 +1,16 @@
 """The API process's columnar replica of stored progress: DuckDB, in memory, in-process.
 
-Per funnel version it holds the bounds layout of :mod:`services.api.reports.columnar`
-(entries with their counted-interval bounds, touches with their neighbours' instants,
-integer persons), made from the funnel's stored entries and touches; SQLite or PostgreSQL
-stay the record. It follows the database through the progress log (migration 0012): the
-aggregator appends the (funnel, person) pairs each batch changed in the batch's transaction;
-the replica reads the log's new rows (every ``poll_s``, and before each report it computes),
-re-reads those persons' rows, recomputes their bounds and replaces their rows in one DuckDB
-transaction. A funnel is loaded whole the first time a report asks for it and again after
-a redefinition (a new version); a report for it falls back to the database meanwhile.
+Per funnel version it holds the tables of :mod:`services.api.reports.columnar` (typed
+columns, integer persons, dictionary-coded touch values), copied from the funnel's stored
+entries and touches with the bounds the aggregator stores with them (migration 0013): no
+per-person work here, the database reads the JSON and the rows go in as columns, one insert
+per table and slice. SQLite or PostgreSQL stay the record. It follows the database through
+the progress log (migration 0012): the aggregator appends the (funnel, person) pairs each
+batch changed in the batch's transaction; the replica reads the log's new rows (every
+``poll_s``, and before each report it computes), re-reads those persons' rows and replaces
+theirs in one DuckDB transaction. A funnel is loaded whole the first time a report asks for
+it and again after a redefinition (a new version, into new tables that replace the old once
+complete); a report for it falls back to the database meanwhile.
 
 ``complete_to_us``: the freshness instant read just before the replica's latest log read,
 so every event acknowledged before it is in the replica (the instant is advanced in the
@@ -21,40 +23,40 @@ is older than half that drops what it holds and loads funnels again on demand.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from services.api.freshness import derive
+from services.api.replica_store import Staged, Store
 from services.api.reports import columnar, sql
+from services.api.reports.forecast import PipelineTally
 from services.api.reports.python import Breakdown, FunnelReport, Window
 from services.api.repository import Sessions, freshness
 from services.api.repository import replica as repository
 from shared.clock import US, now_us
-from shared.funnel import CountMode, Entry, FunnelDefinition, Touch
+from shared.db import is_postgres
+from shared.funnel import CountMode, FunnelDefinition
 
 log = logging.getLogger(__name__)
 
-LOAD_SLICE = 20_000  # persons read per transaction when a funnel is loaded whole
-
-SCHEMA = (
-    "CREATE TABLE entries (funnel INTEGER, person INTEGER, t0 BIGINT, lft BIGINT, rgt BIGINT, "
-    "reached INTEGER, disqualified BOOLEAN, st BIGINT[], x DOUBLE[])",
-    "CREATE TABLE touches (funnel INTEGER, person INTEGER, prop SMALLINT, ts BIGINT, "
-    "prev BIGINT, nxt BIGINT, v VARCHAR)",
-)
+LOAD_SLICE = 50_000  # persons read per transaction when a funnel is loaded whole
+CLOSE_WAIT_S = 30.0  # at shutdown, how long cancelled loads may take to end
 
 
 @dataclass(frozen=True, slots=True)
 class _Held:
+    """A funnel version and its tables."""
+
     version: int
     definition: FunnelDefinition
+    tables: columnar.Tables
 
 
 class Replica:
@@ -74,12 +76,9 @@ class Replica:
         self._poll_s = poll_s
         self._load_slice = load_slice
         self._keep_us = int(log_keep_s * US)
-        self._db = duckdb.connect(":memory:")
-        for statement in SCHEMA:
-            self._db.execute(statement)
-        self._write = threading.Lock()
-        self._persons: dict[str, int] = {}
-        self._funnels: dict[str, int] = {}  # funnel id -> its key in the tables
+        self._store = Store()
+        self._persons: dict[str, int] = {}  # as the store's persons table holds them
+        self._coding = asyncio.Lock()  # keys are given (here or by the store) one at a time
         self._held: dict[str, _Held] = {}
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, set[str]] = {}  # funnel being loaded -> persons changed
@@ -123,72 +122,154 @@ class Replica:
     ) -> tuple[FunnelReport, int | None] | None:
         """The report from the replica, caught up with the log first, and the instant it is
         complete to; ``None`` when the replica does not hold this funnel version."""
+        found = await self._query(
+            funnel_id,
+            version,
+            lambda tables: [
+                columnar.report_statement(tables, definition, window, count, breakdown)
+            ],
+        )
+        if found is None:
+            return None
+        rows, complete = found
+        self.served += 1
+        return sql.report_from_rows(definition, rows[0], breakdown), complete
+
+    async def cohort_reports(
+        self,
+        funnel_id: str,
+        version: int,
+        definition: FunnelDefinition,
+        windows: Sequence[Window],
+        count: CountMode,
+    ) -> tuple[list[FunnelReport], int | None] | None:
+        """One report per window (trends' cohorts: disjoint, ascending, one "now"; no
+        breakdown), from one statement after one catch-up, and the instant they are complete
+        to; ``None`` when the replica does not hold this funnel version."""
+        found = await self._query(
+            funnel_id,
+            version,
+            lambda tables: (
+                [columnar.cohorts_statement(tables, definition, windows, count)] if windows else []
+            ),
+        )
+        if found is None:
+            return None
+        rows, complete = found
+        if not windows:
+            return [], complete
+        self.served += 1
+        by_window: dict[int, list[Any]] = {r[0]: [r[1:]] for r in rows[0]}
+        reports = [
+            sql.report_from_rows(definition, by_window.get(k, []), None)
+            for k in range(len(windows))
+        ]
+        return reports, complete
+
+    async def pipeline(
+        self,
+        funnel_id: str,
+        version: int,
+        definition: FunnelDefinition,
+        window: Window,
+        count: CountMode,
+    ) -> tuple[PipelineTally, int | None] | None:
+        """The forecast's tally (``sql.pipeline_statement``'s) from the replica, and the
+        instant it is complete to; ``None`` when it does not hold this funnel version."""
+        found = await self._query(
+            funnel_id,
+            version,
+            lambda tables: [columnar.pipeline_statement(tables, definition, window, count)],
+        )
+        if found is None:
+            return None
+        rows, complete = found
+        self.served += 1
+        return sql.pipeline_from_rows(definition, rows[0]), complete
+
+    async def _query(
+        self,
+        funnel_id: str,
+        version: int,
+        statements: Callable[[columnar.Tables], list[tuple[str, dict[str, Any]]]],
+    ) -> tuple[list[list[Any]], int | None] | None:
+        """The rows of each statement over the funnel version's tables, read from one DuckDB
+        snapshot after a catch-up, and the instant they are complete to; ``None`` when the
+        replica does not hold this version (or replaced its tables while reading)."""
         await self.catch_up()
-        if not self.holds(funnel_id, version):
+        held = self._held.get(funnel_id)
+        if held is None or held.version != version:
             return None
         complete = self.complete_to_us
-        statement, params = columnar.report_statement(
-            self._funnel_key(funnel_id), definition, window, count, breakdown
-        )
-        rows = await asyncio.to_thread(self._read, statement, params)
-        if not self.holds(funnel_id, version):
-            return None
-        self.served += 1
-        return sql.report_from_rows(definition, rows, breakdown), complete
-
-    def _read(self, statement: str, params: dict[str, Any]) -> list[Any]:
-        cursor = self._db.cursor()  # a connection of its own: reads run beside the writer
         try:
-            return cursor.execute(statement, params).fetchall()
-        finally:
-            cursor.close()
+            rows = await asyncio.to_thread(self._store.read_all, statements(held.tables))
+        except duckdb.CatalogException:
+            return None  # its tables were replaced meanwhile (a redefinition)
+        if self._held.get(funnel_id) is not held:
+            return None
+        return rows, complete
 
     def memory_bytes(self) -> int:
-        found = self._read("SELECT sum(memory_usage_bytes) FROM duckdb_memory()", {})
-        return int(found[0][0] or 0)
+        return self._store.memory_bytes()
 
     # --- following the database ----------------------------------------------------------
 
     async def load(self, funnel_id: str, version: int, definition: FunnelDefinition) -> None:
-        """Load the funnel whole (its rows replace any held), a slice of persons at a time,
-        each read in a short transaction of its own (on SQLite each holds the write lock):
-        the log's position is taken first, so a person changed after their slice was read
-        is applied again by the next catch-up, which a report makes before it reads."""
+        """Load the funnel whole into new tables, a slice of persons at a time, each read in
+        a short transaction of its own (on SQLite each holds the write lock); they replace
+        the held ones when complete. The log's position is taken first, so a person changed
+        after their slice was read is applied again once the load is done."""
         async with self._poll_lock:
             if self._position is None:
                 await self._start_log()
-            self._held.pop(funnel_id, None)
             self._pending[funnel_id] = set()  # persons the log names meanwhile
-        await asyncio.to_thread(self._clear, funnel_id)
+        tables = await asyncio.to_thread(self._store.create, definition)
+        held = _Held(version, definition, tables)
         after: str | None = None
-        while True:
-            async with self._sessions() as session:
-                persons = await repository.persons_after(
-                    session, funnel_id, after, self._load_slice
-                )
-                if not persons:
-                    break
-                entries, touches = await repository.progress_of(
-                    session, funnel_id, None, (after, persons[-1])
-                )
-            ok = await asyncio.to_thread(
-                self._replace, funnel_id, definition, persons, entries, touches, True
-            )
-            if not ok:
-                self._pending.pop(funnel_id, None)
-                return
-            after = persons[-1]
+        try:
+            with tempfile.TemporaryDirectory(prefix="replica-") as folder:
+                while True:
+                    after = await self._load_next(held, funnel_id, after, Path(folder))
+                    if after is None:
+                        break
+        except BaseException:
+            self._pending.pop(funnel_id, None)
+            await asyncio.to_thread(self._store.drop, tables)
+            raise
         async with self._poll_lock:
-            self._held[funnel_id] = _Held(version, definition)
+            was = self._held.get(funnel_id)
+            self._held[funnel_id] = held
             changed = sorted(self._pending.pop(funnel_id, ()))
             if changed:
-                await self._apply(funnel_id, changed)
+                await self.apply(funnel_id, changed)
+        if was is not None:
+            await asyncio.to_thread(self._store.drop, was.tables)
 
-    def _clear(self, funnel_id: str) -> None:
-        funnel = self._funnel_key(funnel_id)
-        with self._write:
-            for table in ("entries", "touches"):
-                self._db.execute(f"DELETE FROM {table} WHERE funnel = $f", {"f": funnel})  # noqa: S608
+    async def _load_next(
+        self, held: _Held, funnel_id: str, after: str | None, folder: Path
+    ) -> str | None:
+        """Load the next slice of persons; the last of them (None: none left)."""
+        d = held.definition
+        async with self._sessions() as session:
+            persons = await repository.persons_after(session, funnel_id, after, self._load_slice)
+            if not persons:
+                return None
+            scope = (after, persons[-1])
+            entries: Staged
+            touches: Staged
+            if is_postgres(session):
+                entries, touches = folder / "entries.csv", folder / "touches.csv"
+                await repository.copy_entries(session, funnel_id, d, scope, folder / "entries.csv")
+                await repository.copy_touches(session, funnel_id, d, scope, folder / "touches.csv")
+            else:
+                entries = await repository.entry_columns(session, funnel_id, d, scope)
+                touches = await repository.touch_columns(session, funnel_id, d, scope)
+        async with self._coding:
+            coded = await asyncio.to_thread(
+                self._store.load, held.tables, held.definition, entries, touches
+            )
+            self._persons.update(coded)
+        return persons[-1]
 
     async def _start_log(self) -> None:
         async with self._sessions() as session:
@@ -205,7 +286,7 @@ class Replica:
                 await self._start_log()
                 return
             if now_us() - self._polled_at_us > self._keep_us // 2:
-                self._drop_all()  # the log may have lost rows this replica needed
+                await self._drop_all()  # the log may have lost rows this replica needed
                 await self._start_log()
                 return
             began = now_us()
@@ -220,10 +301,10 @@ class Replica:
             for _, _, funnel, person in fresh:
                 if funnel in self._held:
                     changed.setdefault(funnel, set()).add(person)
-                elif funnel in self._pending:
+                if funnel in self._pending:
                     self._pending[funnel].add(person)
             for funnel, persons in sorted(changed.items()):
-                await self._apply(funnel, sorted(persons))
+                await self.apply(funnel, sorted(persons))
             # Rows the next read returns again (see ``log_since``): skipped then.
             self._seen = {
                 r[0] for r in rows if (r[0] > position if r[1] is None else r[1] >= position)
@@ -232,78 +313,32 @@ class Replica:
             self.complete_to_us = complete
             self._polled_at_us = began
 
-    async def _apply(self, funnel_id: str, persons: Sequence[str]) -> None:
+    async def apply(self, funnel_id: str, persons: Sequence[str]) -> None:
+        """Re-read these persons' rows of a held funnel and replace theirs (what a catch-up
+        does for the persons the log names)."""
         held = self._held[funnel_id]
         async with self._sessions() as session:
-            entries, touches = await repository.progress_of(session, funnel_id, persons)
-        ok = await asyncio.to_thread(
-            self._replace, funnel_id, held.definition, persons, entries, touches, False
-        )
-        if not ok:
-            self._held.pop(funnel_id, None)
+            d = held.definition
+            entries = await repository.entry_columns(session, funnel_id, d, persons)
+            touches = await repository.touch_columns(session, funnel_id, d, persons)
+        new: list[tuple[str, int]] = []
+        keys = [self._key(p, new) for p in persons]
+        entries[0] = [self._key(p, new) for p in entries[0]]
+        touches[0] = [self._key(p, new) for p in touches[0]]
+        await asyncio.to_thread(self._store.apply, held.tables, d, keys, new, entries, touches)
 
-    def _funnel_key(self, funnel_id: str) -> int:
-        return self._funnels.setdefault(funnel_id, len(self._funnels))
-
-    def _key(self, person: str) -> int:
+    def _key(self, person: str, new: list[tuple[str, int]]) -> int:
+        """The person's key, a new one (added to ``new``) for a person not held yet."""
         key = self._persons.get(person)
         if key is None:
             key = self._persons[person] = len(self._persons)
+            new.append((person, key))
         return key
 
-    def _replace(
-        self,
-        funnel_id: str,
-        definition: FunnelDefinition,
-        persons: Sequence[str],
-        entries: dict[str, list[Entry]],
-        touches: dict[str, list[Touch]],
-        absent: bool,
-    ) -> bool:
-        """Replace these persons' rows in one transaction (``absent``: they have none yet);
-        False when a person's entries do not fit the layout (two starting at one instant)."""
-        entry_rows: list[tuple[Any, ...]] = []
-        touch_rows: list[tuple[Any, ...]] = []
-        funnel = self._funnel_key(funnel_id)
-        try:
-            for person in persons:
-                key = self._key(person)
-                found = columnar.person_rows(
-                    definition, key, entries.get(person, ()), touches.get(person, ())
-                )
-                entry_rows.extend((funnel, *r) for r in found.entries)
-                touch_rows.extend((funnel, *r) for r in found.touches)
-        except ValueError:
-            log.warning("funnel %s: entries the columnar layout cannot hold", funnel_id)
-            return False
-        keys = [self._persons[p] for p in persons]
-        with self._write:
-            db = self._db.cursor()
-            try:
-                db.execute("BEGIN")
-                for table in ("entries", "touches"):
-                    if keys and not absent:
-                        db.execute(
-                            f"DELETE FROM {table} WHERE funnel = $f AND person IN "  # noqa: S608
-                            "(SELECT unnest($k))",
-                            {"f": funnel, "k": keys},
-                        )
-                _insert(db, "entries", 9, entry_rows)
-                _insert(db, "touches", 7, touch_rows)
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    db.execute("ROLLBACK")
-                raise
-            finally:
-                db.close()
-        return True
-
-    def _drop_all(self) -> None:
-        self._held.clear()
-        with self._write:
-            for table in ("entries", "touches"):
-                self._db.execute(f"DELETE FROM {table}")  # noqa: S608
+    async def _drop_all(self) -> None:
+        held, self._held = self._held, {}
+        for h in held.values():
+            await asyncio.to_thread(self._store.drop, h.tables)
 
     async def _purge(self) -> None:
         if time.monotonic() - self._purged_at < 60:
@@ -336,23 +371,9 @@ class Replica:
         tasks = [t for t in (self._task, *self._loading.values()) if t is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        """Close DuckDB once no write runs (a read still running keeps its own cursor)."""
-        with self._write, contextlib.suppress(duckdb.Error):
-            self._db.close()
-
-
-def _insert(
-    db: duckdb.DuckDBPyConnection, table: str, width: int, rows: list[tuple[Any, ...]]
-) -> None:
-    """Insert rows as one list per column, unnested side by side (one statement)."""
-    if not rows:
-        return
-    columns = {f"c{i}": [r[i] for r in rows] for i in range(width)}
-    values = ", ".join(f"unnest($c{i})" for i in range(width))
-    db.execute(f"INSERT INTO {table} SELECT {values}", columns)
+        if tasks:  # a load finishes its slice's COPY first (see repository.copy_rows)
+            done, _ = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a load that failed needs no report now
+        await asyncio.to_thread(self._store.close)

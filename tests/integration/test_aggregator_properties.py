@@ -29,6 +29,7 @@ from shared.tables import remarketing_timers as timers_table
 from tests.helpers import create_key, records
 from tests.oracle import oracle_report
 from tests.oracle_journeys import journey_timers
+from tests.stored_bounds import assert_stored_bounds_hold
 from tests.unit.test_engine_properties import definitions, streams, with_rules
 
 BASE_US = 1_767_225_600 * US  # 2026-01-01
@@ -165,6 +166,8 @@ async def _compare(sessions, doc, events, cut, early, chunk, seed, in_time_order
     }
     expected = oracle_report(f, shifted, window.start, window.end, window.now)
     assert [s.persons for s in got.steps] == expected.persons
+    # The bounds the batches and the backfill stored are those of the stored rows.
+    await assert_stored_bounds_hold(sessions, funnel_id)
     # Every stored row, not only the counts: what the batches left (each re-evaluating only
     # as far back as its events can reach) is what evaluating each whole history gives.
     t = timers_table.c

@@ -418,7 +418,7 @@ async def test_bulk_writes_first_in_a_transaction_roll_back_with_it(sessions):
     """COPY goes to the bare asyncpg connection: it must still be inside the transaction,
     even as the transaction's first statement (SQLAlchemy begins it lazily)."""
     funnel_id = await new_funnel(sessions, "visit", "signup")
-    row = (funnel_id, "p", T0 * 1_000_000, 1, [T0 * 1_000_000], False, {})
+    row = (funnel_id, "p", T0 * 1_000_000, 1, [T0 * 1_000_000], False, {}, None, None)
 
     async def write_then_abort() -> None:
         async with sessions.begin() as session:
@@ -480,7 +480,10 @@ async def test_a_funnel_deleted_or_redefined_during_a_batch_keeps_none_of_its_ro
     funnel_id = await new_funnel(sessions, "a", "b")
     async with sessions.begin() as session:
         await bulk_insert(
-            session, funnel_entries, ENTRY_COLUMNS, [(funnel_id, "old", T0, 1, [T0], False, {})]
+            session,
+            funnel_entries,
+            ENTRY_COLUMNS,
+            [(funnel_id, "old", T0, 1, [T0], False, {}, None, None)],
         )
 
     async def api_change() -> None:
@@ -502,10 +505,10 @@ async def test_a_funnel_deleted_or_redefined_during_a_batch_keeps_none_of_its_ro
             await asyncio.sleep(0.01)
         else:
             pytest.fail("the API's change did not wait for the batch that read the funnel")
-        row = (funnel_id, "new", T0 + 1, 2, [T0 + 1, T0 + 2], False, {})
+        row = (funnel_id, "new", T0 + 1, 2, [T0 + 1, T0 + 2], False, {}, None, None)
         await bulk_insert(batch, funnel_entries, ENTRY_COLUMNS, [row])
         await bulk_insert(
-            batch, funnel_touches, TOUCH_COLUMNS, [(funnel_id, "new", T0 + 1, 0, {"c": "x"})]
+            batch, funnel_touches, TOUCH_COLUMNS, [(funnel_id, "new", T0 + 1, 0, {"c": "x"}, {})]
         )
     await api
     async with sessions() as session:

@@ -36,6 +36,7 @@ from tests.identity_streams import identity_streams, shifted, to_canonical
 from tests.oracle import entries_of, oracle_report
 from tests.oracle_identity import Refusal, Sent, identities, persons
 from tests.oracle_timers import Due, oracle_timers
+from tests.stored_bounds import assert_stored_bounds_hold
 from tests.unit.test_engine_properties import definitions
 
 BASE_US = 1_767_225_600 * US  # 2026-01-01
@@ -119,6 +120,7 @@ async def _compare(sessions, url, doc, delivered: list[Sent], cut, chunk, seed) 
     got = funnel_report(f, entries, window, "uniques")
     expected = oracle_report(f, merged, window.start, window.end, window.now)
     assert [s.persons for s in got.steps] == expected.persons
+    await assert_stored_bounds_hold(sessions, funnel_id)  # merges and removals rebound
     assert {p for p, es in entries.items() if es} == {
         p for p, es in merged.items() if entries_of(f, es)
     }

@@ -1,6 +1,7 @@
 """The report the columnar replica computes equals the Python report over the same stored
-entries, on SQLite and PostgreSQL, when loaded whole and after it has followed more batches
-(late and duplicated events) through the progress log.
+entries, on SQLite and PostgreSQL, when loaded whole, after it has followed more batches
+(late and duplicated events) through the progress log, and after a redefinition (a new
+version loaded into new tables); the forecast's tally as well.
 
 Random streams go through the aggregator into a real database; a replica loads the funnel,
 then a second part of the stream (with some events of the first delivered again) is applied
@@ -26,7 +27,8 @@ from services.aggregator.processor import Processor
 from services.aggregator.repository.progress import save_progress
 from services.api.replica import Replica
 from services.api.reports import columnar
-from services.api.reports.python import Breakdown, Window, funnel_report
+from services.api.reports.forecast import pipeline_tally
+from services.api.reports.python import Breakdown, Window, counted_entries, funnel_report
 from services.api.repository import funnels as api_funnels
 from services.api.repository import progress as api_progress
 from shared.clock import now_us
@@ -105,17 +107,31 @@ async def _check(url, doc, events, split, again, asked) -> None:
 
         await apply(first)
         await replica.load(funnel_id, 1, f)
-        await _compare(sessions, replica, funnel_id, f, asked)
+        await _compare(sessions, replica, funnel_id, 1, f, asked)
         await apply(later)
-        await _compare(sessions, replica, funnel_id, f, asked)
+        await _compare(sessions, replica, funnel_id, 1, f, asked)
+        # A redefinition: another window, and a second breakdown property (the numbers).
+        doc = {**doc, "window_seconds": 160 - doc["window_seconds"], "breakdowns": ["ch", "n"]}
+        async with sessions.begin() as session:
+            await api_funnels.redefine_funnel(
+                session, funnel_id, {"name": "c", **doc}, now_us=now_us()
+            )
+        while await processor.backfill_step(50):
+            pass
+        f = definition_from_doc(doc)
+        await replica.load(funnel_id, 2, f)
+        assert await replica.report(funnel_id, 1, f, Window(0, 1, 1), "uniques", None) is None
+        await _compare(sessions, replica, funnel_id, 2, f, asked)
     finally:
         await replica.close()
         await engine.dispose()
 
 
-async def _compare(sessions, replica, funnel_id, f, asked) -> None:
-    for lo, length, now, count, attribution, limit in asked:
-        chosen = None if attribution is None else Breakdown("ch", attribution, 1, limit)
+async def _compare(sessions, replica, funnel_id, version, f, asked) -> None:
+    for (lo, length, now, count, attribution, limit), prop in itertools.product(
+        asked, f.breakdowns
+    ):
+        chosen = None if attribution is None else Breakdown(prop, attribution, 1, limit)
         if not columnar.covers(f, count, chosen):
             continue
         start = BASE_US + lo * 10 * US
@@ -128,9 +144,14 @@ async def _compare(sessions, replica, funnel_id, f, asked) -> None:
                 session, funnel_id, window.start, window.end
             )
         expected = funnel_report(f, entries, window, count, chosen, touches)
-        found = await replica.report(funnel_id, 1, f, window, count, chosen)
+        found = await replica.report(funnel_id, version, f, window, count, chosen)
         assert found is not None
         assert_same(found[0], expected)
+        if chosen is None:
+            tally = await replica.pipeline(funnel_id, version, f, window, count)
+            assert tally is not None
+            counted = counted_entries(f, entries, count)
+            assert tally[0] == pipeline_tally(f, counted, window.now)
 
 
 def test_a_batch_committed_after_a_later_one_is_still_applied(database_url):

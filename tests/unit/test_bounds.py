@@ -1,4 +1,4 @@
-"""The bounds layout (services/aggregator/bounds.py) against the rules it stores: for every
+"""The bounds layout (shared/bounds.py) against the rules it stores: for every
 range of random persons' entries and touches, the bounds pick exactly the counted entry
 (shared.funnel.counted_entry over the entries in range) and the first and last touch."""
 
@@ -8,19 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.aggregator.bounds import entry_bounds, touch_bounds
 from services.aggregator.engine import Evaluator
 from services.api.reports.python import Breakdown, Window, attribute
+from shared.bounds import entry_bounds, touch_bounds, touch_neighbours
 from shared.funnel import Entry, Touch, counted_entry, definition_from_doc
 from tests.unit.test_engine_properties import definitions, streams
-from tests.unit.test_purity import (
-    FORBIDDEN,
-    PURE,
-    PURE_SHARED,
-    ROOT,
-    imported_modules,
-    imported_roots,
-)
 
 
 @st.composite
@@ -98,15 +90,6 @@ def test_touch_bounds_pick_the_first_and_last_touch_in_every_range(found):
             assert [t.values["channel"] for t in chosen] == ([expected] if expected else [])
 
 
-def test_the_bounds_module_is_pure():
-    # Until it is listed in test_purity's PURE (the lead adds it there when merging).
-    module = ROOT / "services/aggregator/bounds.py"
-    assert imported_roots(module) & FORBIDDEN == set()
-    pure = {m.removesuffix(".py").replace("/", ".") for m in PURE} | PURE_SHARED
-    ours = {m for m in imported_modules(module) if m.split(".")[0] in ("services", "shared")}
-    assert ours - pure == set()
-
-
 @given(definitions(optional=True), streams())
 def test_bounds_of_the_engines_progress_pick_what_the_report_rules_pick(doc, persons):
     # Entries and touches as the engine derives them from shuffled, duplicated deliveries:
@@ -125,3 +108,17 @@ def test_bounds_of_the_engines_progress_pick_what_the_report_rules_pick(doc, per
             first = attribute(Breakdown("ch"), Entry(0, (0,)), touches, Window(lo, hi, 0))
             chosen = [b.touch.values["ch"] for b in neighbours if b.first_in(lo, hi)]
             assert chosen == ([] if first is None else [first]), (lo, hi)
+
+
+def test_touch_neighbours_are_the_touch_bounds_of_each_property():
+    touches = [
+        Touch(5, 0, {"c": "a", "s": None}),
+        Touch(1, 1, {"c": "b", "s": "x"}),
+        Touch(5, 1, {"s": "y"}),
+        Touch(3, 0, {"c": None}),
+    ]
+    found = touch_neighbours(touches)
+    assert found == [{"c": [1, None]}, {"c": [None, 5], "s": [None, 5]}, {"s": [1, None]}, {}]
+    for name in ("c", "s"):
+        for b in touch_bounds(touches, name):
+            assert found[touches.index(b.touch)][name] == [b.previous, b.next]

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = [
-    "services/aggregator/bounds.py",
+    "shared/bounds.py",
     "services/aggregator/engine.py",
     "services/aggregator/changes.py",
     "services/aggregator/exclusions.py",

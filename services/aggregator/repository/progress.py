@@ -17,13 +17,16 @@ from sqlalchemy import (
     insert,
     select,
     true,
+    update,
     values,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.changes import ProgressChanges, Stored
 from services.aggregator.repository.scan import CHUNK, delete_ids, per_person
+from shared.bounds import Neighbours, entry_bounds, touch_neighbours
 from shared.db import bulk_insert, insert_ignoring, is_postgres
+from shared.funnel import Entry, Touch
 from shared.tables import (
     funnel_changes,
     funnel_entries,
@@ -41,8 +44,11 @@ ENTRY_COLUMNS = (
     "step_times",
     "disqualified",
     "step_values",
+    "lft_us",
+    "rgt_us",
 )
-TOUCH_COLUMNS = ("funnel_id", "person_id", "ts_us", "seq", "values")
+TOUCH_COLUMNS = ("funnel_id", "person_id", "ts_us", "seq", "values", "neighbours")
+EVER = -(1 << 62)  # a time bound before every stored row
 
 
 async def stored_progress(
@@ -129,29 +135,98 @@ def _bounded(
 async def save_progress(
     session: AsyncSession, funnel_id: str, changes: ProgressChanges, now_us: int
 ) -> None:
-    """Delete the rows that changed and insert what replaces them; log who changed."""
+    """Delete the rows that changed and insert what replaces them; log who changed.
+
+    Each changed person's bounds (``shared.bounds``, migration 0013) are computed over all of
+    their rows once the batch's are in: the new rows are inserted with theirs, the kept rows
+    whose bounds moved (a new entry that beats an earlier one, a touch between two) are
+    updated, all in the caller's transaction."""
     await delete_ids(session, funnel_entries, changes.entry_ids)
     await delete_ids(session, funnel_touches, changes.touch_ids)
     entry_keys = [{"person_id": p, "t0_us": t0} for p, t0 in changes.entry_keys]
     touch_keys = [{"person_id": p, "ts_us": ts, "seq": seq} for p, ts, seq in changes.touch_keys]
     await _delete_keys(session, funnel_entries, funnel_id, entry_keys)
     await _delete_keys(session, funnel_touches, funnel_id, touch_keys)
-    await bulk_insert(
-        session,
-        funnel_entries,
-        ENTRY_COLUMNS,
-        [
-            (funnel_id, person, e.t0, e.reached, e.step_times, e.disqualified, e.step_values)
-            for person, e in changes.entries
-        ],
-    )
-    await bulk_insert(
-        session,
-        funnel_touches,
-        TOUCH_COLUMNS,
-        [(funnel_id, person, t.ts, t.seq, t.values) for person, t in changes.touches],
-    )
+    kept_entries, kept_touches = await _kept_rows(session, funnel_id, sorted(changes.changed))
+    new_entries: dict[str, list[Entry]] = defaultdict(list)
+    new_touches: dict[str, list[Touch]] = defaultdict(list)
+    for person, e in changes.entries:
+        new_entries[person].append(e)
+    for person, t in changes.touches:
+        new_touches[person].append(t)
+    entry_rows, entry_moves = _entry_bounds(funnel_id, kept_entries, new_entries)
+    touch_rows, touch_moves = _touch_neighbours(funnel_id, kept_touches, new_touches)
+    await bulk_insert(session, funnel_entries, ENTRY_COLUMNS, entry_rows)
+    await bulk_insert(session, funnel_touches, TOUCH_COLUMNS, touch_rows)
+    if entry_moves:
+        stmt = update(funnel_entries).where(funnel_entries.c.id == bindparam("key"))
+        await session.execute(
+            stmt.values(lft_us=bindparam("l"), rgt_us=bindparam("r")), entry_moves
+        )
+    if touch_moves:
+        stmt = update(funnel_touches).where(funnel_touches.c.id == bindparam("key"))
+        await session.execute(stmt.values(neighbours=bindparam("n")), touch_moves)
     await log_changed(session, [(funnel_id, p) for p in sorted(changes.changed)], now_us)
+
+
+KeptEntry = tuple[int, Entry, int | None, int | None]  # id, entry (times only), bounds
+KeptTouch = tuple[int, Touch, Neighbours]
+
+
+async def _kept_rows(
+    session: AsyncSession, funnel_id: str, people: Sequence[str]
+) -> tuple[dict[str, list[KeptEntry]], dict[str, list[KeptTouch]]]:
+    """These persons' stored rows (after the deletes) with what their bounds depend on."""
+    entry_columns = ("id", "person_id", "t0_us", "step_times", "disqualified", "lft_us", "rgt_us")
+    touch_columns = ("id", "person_id", "ts_us", "seq", "values", "neighbours")
+    of_entries = per_person(session, funnel_entries, entry_columns, "t0_us", funnel_id=funnel_id)
+    of_touches = per_person(session, funnel_touches, touch_columns, "ts_us", funnel_id=funnel_id)
+    entries: dict[str, list[KeptEntry]] = defaultdict(list)
+    touches: dict[str, list[KeptTouch]] = defaultdict(list)
+    for i in range(0, len(people), CHUNK):
+        chunk = {"people": people[i : i + CHUNK], "since": EVER}
+        for id_, person, t0, times, disqualified, lft, rgt in await session.execute(
+            of_entries, chunk
+        ):
+            entries[person].append((id_, Entry(t0, tuple(times), disqualified), lft, rgt))
+        for id_, person, ts, seq, found, neighbours in await session.execute(of_touches, chunk):
+            touches[person].append((id_, Touch(ts, seq, found), neighbours))
+    return entries, touches
+
+
+def _entry_bounds(
+    funnel_id: str, kept: dict[str, list[KeptEntry]], new: dict[str, list[Entry]]
+) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
+    """The rows to insert (``ENTRY_COLUMNS``) and the kept rows' bounds to update."""
+    rows: list[tuple[Any, ...]] = []
+    moves: list[dict[str, Any]] = []
+    for person in sorted(kept.keys() | new.keys()):
+        old, fresh = kept.get(person, []), new.get(person, [])
+        found = entry_bounds([k[1] for k in old] + fresh)
+        for (id_, _, lft, rgt), b in zip(old, found, strict=False):
+            if (b.left, b.right) != (lft, rgt):
+                moves.append({"key": id_, "l": b.left, "r": b.right})
+        for e, b in zip(fresh, found[len(old) :], strict=True):
+            stored = (funnel_id, person, e.t0, e.reached, e.step_times, e.disqualified)
+            rows.append((*stored, e.step_values, b.left, b.right))
+    return rows, moves
+
+
+def _touch_neighbours(
+    funnel_id: str, kept: dict[str, list[KeptTouch]], new: dict[str, list[Touch]]
+) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
+    """The rows to insert (``TOUCH_COLUMNS``) and the kept rows' neighbours to update."""
+    rows: list[tuple[Any, ...]] = []
+    moves: list[dict[str, Any]] = []
+    for person in sorted(kept.keys() | new.keys()):
+        old, fresh = kept.get(person, []), new.get(person, [])
+        found = touch_neighbours([k[1] for k in old] + fresh)
+        for (id_, _, was), n in zip(old, found, strict=False):
+            if n != was:
+                moves.append({"key": id_, "n": n})
+        for t, n in zip(fresh, found[len(old) :], strict=True):
+            rows.append((funnel_id, person, t.ts, t.seq, t.values, n))
+    return rows, moves
 
 
 async def log_changed(session: AsyncSession, pairs: Sequence[tuple[str, str]], now_us: int) -> None:

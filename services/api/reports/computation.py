@@ -2,15 +2,20 @@
 
 On PostgreSQL inside the database; on SQLite from the range's entries in Python, off the
 event loop; from the range's raw events (``raw``) when the stored entries cannot answer.
-Used by the report engine and by the Prometheus gauges' refresher.
+Used by the report engine and by the Prometheus gauges' refresher. Trends, the forecast and
+the gauges are read from the API's columnar replica (:mod:`services.api.replica`) when it
+holds the funnel's version and its layout covers the request, as the report is
+(``engine._Work``); else from the database, while the replica loads the funnel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 
-from services.api.reports import sql
+from services.api.replica import Replica
+from services.api.reports import columnar, sql
 from services.api.reports.forecast import PipelineTally, pipeline_tally
 from services.api.reports.python import (
     Breakdown,
@@ -28,6 +33,7 @@ from services.api.reports.raw import (
 )
 from services.api.reports.trends import cohort_reports_in_python
 from services.api.repository import Session, progress
+from services.api.repository.funnels import FunnelRow
 from shared.db import is_postgres
 from shared.funnel import Condition, CountMode, FunnelDefinition
 
@@ -125,6 +131,76 @@ async def cohort_reports(
         return []
     entries = await progress.entries_in_range(session, funnel_id, windows[0].start, windows[-1].end)
     return await asyncio.to_thread(cohort_reports_in_python, definition, entries, windows, count)
+
+
+def replica_for(
+    replica: Replica | None,
+    row: FunnelRow,
+    definition: FunnelDefinition,
+    count: CountMode,
+    breakdown: Breakdown | None = None,
+) -> Replica | None:
+    """The replica when it may answer for the funnel now: its backfill is done, the layout
+    covers the request exactly and the replica holds this version; else ``None``, and the
+    replica starts loading the funnel's version if it lacks it."""
+    if (
+        replica is None
+        or not row.backfill_done
+        or not columnar.covers(definition, count, breakdown)
+    ):
+        return None
+    if not replica.holds(row.id, row.version):
+        replica.want(row.id, row.version, definition)
+        return None
+    return replica
+
+
+async def cohort_reports_served(
+    session: Session,
+    row: FunnelRow,
+    definition: FunnelDefinition,
+    windows: Sequence[Window],
+    count: CountMode,
+    replica: Replica | None,
+    complete_to_us: int | None,
+) -> tuple[list[FunnelReport], int | None]:
+    """Trends' reports (``cohort_reports``) and the instant they are complete to: from the
+    replica when it may answer, else from the database (``complete_to_us``: read before).
+    The replica's one statement for all cohorts needs them disjoint, in ascending order and
+    of one "now", as ``trends.cohort_bounds`` makes them."""
+    chosen = replica_for(replica, row, definition, count) if _ascending(windows) else None
+    if chosen is not None:
+        # Hold no transaction while the replica reads in sessions of its own (on SQLite
+        # each holds the write lock); this session was only read.
+        await session.commit()
+        found = await chosen.cohort_reports(row.id, row.version, definition, windows, count)
+        if found is not None:
+            return found
+    return await cohort_reports(session, row.id, definition, windows, count), complete_to_us
+
+
+def _ascending(windows: Sequence[Window]) -> bool:
+    return all(a.end <= b.start and a.now == b.now for a, b in itertools.pairwise(windows))
+
+
+async def pipeline_served(
+    session: Session,
+    row: FunnelRow,
+    definition: FunnelDefinition,
+    window: Window,
+    count: CountMode,
+    replica: Replica | None,
+    complete_to_us: int | None,
+) -> tuple[PipelineTally, int | None]:
+    """The forecast's tally (``pipeline``) and the instant it is complete to: from the
+    replica when it may answer, else from the database (``complete_to_us``: read before)."""
+    chosen = replica_for(replica, row, definition, count)
+    if chosen is not None:
+        await session.commit()  # as in cohort_reports_served
+        found = await chosen.pipeline(row.id, row.version, definition, window, count)
+        if found is not None:
+            return found
+    return await pipeline(session, row.id, definition, window, count), complete_to_us
 
 
 async def pipeline(

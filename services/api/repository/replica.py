@@ -1,18 +1,21 @@
 """What the columnar replica reads from the database: the progress log (migration 0012) and
-the stored entries and touches of a funnel, whole or for some persons."""
+the stored entries and touches of a funnel with their bounds (migration 0013), as typed
+columns, whole or for some persons."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
-import orjson
-from sqlalchemy import BigInteger, Text, cast, delete, func, select
+from sqlalchemy import BigInteger, Text, cast, delete, func, literal, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import is_postgres
-from shared.funnel import Entry, Touch
+from shared.db import asyncpg_connection, is_postgres
+from shared.funnel import FunnelDefinition
 from shared.tables import funnel_entries, funnel_touches, progress_log
 
 CHUNK = 500  # persons per statement
@@ -57,10 +60,6 @@ async def purge_log(session: AsyncSession, before_us: int) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _as_text(column: Any) -> Any:
-    return cast(column, Text)
-
-
 async def persons_after(
     session: AsyncSession, funnel_id: str, after: str | None, limit: int
 ) -> list[str]:
@@ -74,49 +73,143 @@ async def persons_after(
     return list(await session.scalars(stmt))
 
 
-async def progress_of(
+Persons = Sequence[str] | tuple[str | None, str]  # some persons, or those in (after, up to]
+
+
+def _scoped(stmt: Any, table: Any, funnel_id: str, persons: Persons) -> Any:
+    stmt = stmt.where(table.c.funnel_id == funnel_id)
+    if isinstance(persons, tuple):
+        low, high = persons
+        stmt = stmt.where(table.c.person_id <= high)
+        return stmt if low is None else stmt.where(table.c.person_id > low)
+    return stmt.where(table.c.person_id.in_(persons))
+
+
+def _number(document: Any) -> Any:
+    return cast(document.as_string(), BigInteger)
+
+
+def entry_select(definition: FunnelDefinition) -> Any:
+    """The stored entries as the replica stages them, typed by the database: person, t0,
+    the bounds, reached, disqualified, the N step times, and the value property's N step
+    values as text (with a value property). JSON is read inside the database, not here."""
+    e = funnel_entries.c
+    n = len(definition.steps)
+    wanted = [e.person_id, e.t0_us, e.lft_us, e.rgt_us, e.reached, e.disqualified]
+    wanted += [_number(e.step_times[k]) for k in range(n)]
+    prop = definition.value_property
+    if prop is not None:
+        wanted += [e.step_values[(prop, k)].as_string() for k in range(n)]
+    return select(*wanted)
+
+
+def touch_selects(definition: FunnelDefinition) -> list[Any]:
+    """The stored touches as the replica stages them, one row per touch and breakdown
+    property it has a value of: person, the property's place, instant, previous and next
+    touch's instants, value."""
+    t = funnel_touches.c
+    found = []
+    for index, name in enumerate(definition.breakdowns):
+        value = t["values"][name].as_string()
+        found.append(
+            select(
+                t.person_id,
+                literal(index),
+                t.ts_us,
+                _number(t.neighbours[(name, 0)]),
+                _number(t.neighbours[(name, 1)]),
+                value,
+            ).where(value.is_not(None))
+        )
+    return found
+
+
+async def entry_columns(
+    session: AsyncSession, funnel_id: str, definition: FunnelDefinition, persons: Persons
+) -> list[list[Any]]:
+    """The persons' rows of :func:`entry_select`, one list per column."""
+    stmt = entry_select(definition)
+    width = len(stmt.selected_columns)
+    return await _columns(session, [stmt], funnel_entries, funnel_id, persons, width)
+
+
+async def touch_columns(
+    session: AsyncSession, funnel_id: str, definition: FunnelDefinition, persons: Persons
+) -> list[list[Any]]:
+    """The persons' rows of :func:`touch_selects`, one list per column."""
+    stmts = touch_selects(definition)
+    return await _columns(session, stmts, funnel_touches, funnel_id, persons, 6)
+
+
+async def _columns(
+    session: AsyncSession,
+    stmts: Sequence[Any],
+    table: Any,
+    funnel_id: str,
+    persons: Persons,
+    width: int,
+) -> list[list[Any]]:
+    chunks: list[Persons] = [persons]
+    if not isinstance(persons, tuple):
+        chunks = [persons[i : i + CHUNK] for i in range(0, len(persons), CHUNK)]
+    found: list[list[Any]] = [[] for _ in range(width)]
+    for stmt in stmts:
+        for chunk in chunks:
+            rows = (await session.execute(_scoped(stmt, table, funnel_id, chunk))).all()
+            for mine, more in zip(found, zip(*rows, strict=True), strict=False):
+                mine.extend(more)
+    return found
+
+
+async def copy_rows(
+    session: AsyncSession,
+    stmts: Sequence[Any],
+    table: Any,
+    funnel_id: str,
+    persons: tuple[str | None, str],
+    path: Path,
+) -> None:
+    """PostgreSQL only: the persons' rows of ``stmts`` written to ``path`` as CSV by
+    ``COPY ... TO STDOUT`` (no row passes through Python)."""
+    driver = await asyncpg_connection(session)
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    with path.open("wb") as out:
+        for stmt in stmts:
+            compiled = _scoped(stmt, table, funnel_id, persons).compile(
+                dialect=dialect, compile_kwargs={"literal_binds": True}
+            )
+            await _uncancelled(driver.copy_from_query(str(compiled), output=out, format="csv"))
+
+
+async def _uncancelled(work: Coroutine[Any, Any, Any]) -> None:
+    """Run ``work`` to its end even when the caller is cancelled (then cancel the caller):
+    a ``COPY ... TO STDOUT`` cut off half way leaves its connection in the copy protocol,
+    and the session's rollback on it then waits for ever."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait({task})  # one slice's COPY: bounded
+        raise
+
+
+async def copy_entries(
     session: AsyncSession,
     funnel_id: str,
-    persons: Sequence[str] | None,
-    between: tuple[str | None, str] | None = None,
-) -> tuple[dict[str, list[Entry]], dict[str, list[Touch]]]:
-    """All stored entries and touches of the funnel's ``persons``, or of the persons in
-    ``between`` (after the first id, if any, up to the second)."""
-    e, t = funnel_entries.c, funnel_touches.c
-    entries: dict[str, list[Entry]] = defaultdict(list)
-    touches: dict[str, list[Touch]] = defaultdict(list)
-    chunks: list[Sequence[str] | None] = [None]
-    if persons:
-        chunks = [persons[i : i + CHUNK] for i in range(0, len(persons), CHUNK)]
-    for chunk in chunks:
-        of_entries = select(
-            e.person_id, e.t0_us, _as_text(e.step_times), e.disqualified, _as_text(e.step_values)
-        ).where(e.funnel_id == funnel_id)
-        of_touches = select(t.person_id, t.ts_us, t.seq, _as_text(t["values"])).where(
-            t.funnel_id == funnel_id
-        )
-        if chunk is not None:
-            of_entries = of_entries.where(e.person_id.in_(chunk))
-            of_touches = of_touches.where(t.person_id.in_(chunk))
-        elif between is not None:
-            low, high = between
-            of_entries = of_entries.where(e.person_id <= high)
-            of_touches = of_touches.where(t.person_id <= high)
-            if low is not None:
-                of_entries = of_entries.where(e.person_id > low)
-                of_touches = of_touches.where(t.person_id > low)
-        elif persons is not None:
-            break  # no persons asked for
-        for person, t0, times, disqualified, values in await session.execute(of_entries):
-            decoded = orjson.loads(values)
-            entries[person].append(
-                Entry(
-                    t0,
-                    tuple(orjson.loads(times)),
-                    disqualified,
-                    {k: tuple(v) for k, v in decoded.items()} if decoded else {},
-                )
-            )
-        for person, ts, seq, values in await session.execute(of_touches):
-            touches[person].append(Touch(ts, seq, orjson.loads(values)))
-    return entries, touches
+    definition: FunnelDefinition,
+    persons: tuple[str | None, str],
+    path: Path,
+) -> None:
+    await copy_rows(session, [entry_select(definition)], funnel_entries, funnel_id, persons, path)
+
+
+async def copy_touches(
+    session: AsyncSession,
+    funnel_id: str,
+    definition: FunnelDefinition,
+    persons: tuple[str | None, str],
+    path: Path,
+) -> None:
+    stmts = touch_selects(definition)
+    await copy_rows(session, stmts, funnel_touches, funnel_id, persons, path)

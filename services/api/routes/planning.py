@@ -13,7 +13,7 @@ from services.api.body import StrictJsonRoute
 from services.api.deps import Reader, ReportsDep, SessionDep, require_funnel
 from services.api.errors import declared, refuse
 from services.api.limits import check_cohorts, choose_breakdown
-from services.api.reports.computation import cohort_reports, pipeline
+from services.api.reports.computation import cohort_reports_served, pipeline_served
 from services.api.reports.diagnosis import diagnose
 from services.api.reports.forecast import weighted_stages
 from services.api.reports.plan import plan
@@ -64,7 +64,9 @@ async def trends(
     mode = funnel.mode(count)
     windows = [Window(to_micros(a), to_micros(b), window.now) for a, b in bounds]
     complete = await reports.complete_to_us(session)  # read before what it describes
-    found = await cohort_reports(session, funnel_id, funnel.definition, windows, mode)
+    found, complete = await cohort_reports_served(
+        session, funnel.row, funnel.definition, windows, mode, reports.replica, complete
+    )
     return TrendsOut(
         funnel=funnel_ref(funnel.row),
         complete_to=complete_to(complete, funnel.row),
@@ -108,7 +110,9 @@ async def forecast(
     definition = funnel.definition
     _, _, window = reports.range(from_, to)
     complete = await reports.complete_to_us(session)  # read before what it describes
-    tally = await pipeline(session, funnel_id, definition, window, count or "totals")
+    tally, complete = await pipeline_served(
+        session, funnel.row, definition, window, count or "totals", reports.replica, complete
+    )
     stages = weighted_stages(definition, tally)
     return ForecastOut(
         funnel=funnel_ref(funnel.row),

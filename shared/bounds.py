@@ -128,3 +128,24 @@ def _nearest_beaters(
         found[i] = (clean[-1][1] if clean else None, bad_t0[k] if k >= 0 else None)
         clean.append((key, e.t0))
     return found
+
+
+Neighbours = dict[str, list[int | None]]
+
+
+def touch_neighbours(touches: Sequence[Touch]) -> list[Neighbours]:
+    """Per touch, in the given order: for each property it has a value of, the instants of
+    the person's touches with a value of it just before and just after (``touch_bounds``),
+    as ``{property: [previous, next]}`` (what ``funnel_touches.neighbours`` stores)."""
+    found: list[Neighbours] = [{} for _ in touches]
+    names = sorted({k for t in touches for k, v in t.values.items() if v is not None})
+    for name in names:
+        valued = sorted(
+            (i for i, t in enumerate(touches) if t.values.get(name) is not None),
+            key=lambda i: _touch_order(touches[i]),
+        )
+        times = [touches[i].ts for i in valued]
+        for k, i in enumerate(valued):
+            after = times[k + 1] if k + 1 < len(times) else None
+            found[i][name] = [times[k - 1] if k else None, after]
+    return found
