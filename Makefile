@@ -53,14 +53,24 @@ run: install ## Run the whole stack: embedded broker, SQLite, ingest, aggregator
 
 test: lint test-unit test-integration test-e2e ## Run every test tier (lint, unit, integration, e2e)
 
+# Parallel test workers (pytest-xdist), each with its own PostgreSQL cluster, broker and ports.
+# Unit tests are CPU-bound (2 workers for 2 cores); integration tests wait mostly on their
+# databases, so 3 workers; end-to-end tests by module (a module's stack is started once), 2
+# workers, as their timings (faults, overload) must not depend on a crowded machine.
+# `make test-integration WORKERS=0` runs in one process.
+UNIT_WORKERS ?= 2
+INTEGRATION_WORKERS ?= 3
+E2E_WORKERS ?= 2
+workers = $(if $(WORKERS),$(WORKERS),$(1))
+
 test-unit: install ## Pure logic and services against fakes
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit -n $(call workers,$(UNIT_WORKERS))
 
 test-integration: install ## Real SQLite and PostgreSQL
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration -n $(call workers,$(INTEGRATION_WORKERS))
 
 test-e2e: install $(PROMTOOL) browser-deps ## Real processes: broker, ingest, aggregator, API, a browser
-	$(BIN)/pytest tests/e2e
+	$(BIN)/pytest tests/e2e -n $(call workers,$(E2E_WORKERS)) --dist loadscope
 
 lint: install ## ruff lint, ruff format check, mypy strict
 	$(BIN)/ruff check .

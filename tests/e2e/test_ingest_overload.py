@@ -98,11 +98,15 @@ def test_memory_returns_near_its_baseline_after_a_burst_of_large_batches(ingest)
 
 
 async def _held_open(port: int, opening: bytes) -> tuple[float, bytes]:
-    """Send ``opening`` and nothing more; seconds until the server closed, what it said."""
+    """Send ``opening`` and nothing more; seconds until the server closed, what it said.
+
+    Timed from before connecting: the server's deadline runs from its accepting the
+    connection, which this client's event loop, busy with hundreds of others, may see long
+    after; timed from later, a deadline kept exactly could look early."""
+    started = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(opening)
     await writer.drain()
-    started = time.monotonic()
     answer = await asyncio.wait_for(reader.read(), timeout=60)
     writer.close()
     return time.monotonic() - started, answer
@@ -127,10 +131,11 @@ def test_slow_header_and_slow_body_connections_are_closed_after_their_deadline(i
     headers, bodies, meanwhile = asyncio.run(both())
     assert meanwhile in (200, 429)
     assert {answer.split(b"\r\n")[0] for _, answer in headers} == {b"HTTP/1.1 408 Request Timeout"}
-    assert all(TIMEOUT_S - 0.5 <= took <= TIMEOUT_S + 15 for took, _ in headers)
+    header_tooks = sorted(took for took, _ in headers)
+    assert all(TIMEOUT_S - 0.5 <= took <= TIMEOUT_S + 15 for took in header_tooks), header_tooks
     timed_out = [took for took, answer in bodies if answer.startswith(b"HTTP/1.1 408")]
     shed = [took for took, answer in bodies if answer.startswith(b"HTTP/1.1 429")]
     assert len(timed_out) + len(shed) == len(bodies)
     assert len(timed_out) >= 1
-    assert all(TIMEOUT_S - 0.5 <= took <= TIMEOUT_S + 15 for took in timed_out)
+    assert all(TIMEOUT_S - 0.5 <= took <= TIMEOUT_S + 15 for took in timed_out), sorted(timed_out)
     assert all(took < 5 for took in shed)
