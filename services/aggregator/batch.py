@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from services.aggregator import changes, linking, messages, reevaluate
+from services.aggregator import changes, linking, messages, reevaluate, timing
 from services.aggregator.engine import Evaluator, PersonEvent, PersonProgress
 from services.aggregator.model import ActiveFunnel, Partition, Signal
 from services.aggregator.person_cache import FunnelKey, PersonCache, PersonKey
@@ -127,11 +127,14 @@ async def apply_batch(
     ``expected`` (``StaleOffsets`` if another consumer moved them), and the signals of the
     partitions held (``expected``'s and the records'). ``topic_partitions``: the events
     topic's partitions, which decide who owns an id (empty: this process owns every id)."""
+    timing.mark(None)
     batch = sort_records(records, expected, horizon_us)
+    timing.mark("sort")
     held = {p for _, p in {*expected, *batch.moves}}
     owner = linking.Owner(tuple(topic_partitions), frozenset(held))
     await offsets.hold_offsets(session, group_id, expected)
     taken = await signals.take(session, owner.topic, sorted(held))
+    timing.mark("hold+take")
     await add_dead_letters(session, batch.letters, now_us)
     projects = {project for project, _ in batch.partitions} | {s.project_id for s in taken}
     active = await funnels.active_funnels(session, projects) if projects else []
@@ -141,6 +144,7 @@ async def apply_batch(
     # as the batch's events can change anything, and only for persons with an event that
     # concerns some funnel; persons the cache holds are not read at all. Persons of several
     # ids are read after writing, all their ids' events at once (``linking``).
+    timing.mark("funnels")
     since, concerned = reevaluate.read_since(batch.fresh, active, evaluators, horizon_us)
     claims = linking.batch_claims(batch.fresh)
     known = (
@@ -148,20 +152,26 @@ async def apply_batch(
         if batch.fresh
         else identities.Known()
     )
+    timing.mark("known")
     before = await load_histories(
         session, {k: s for k, s in since.items() if not known.tangled(k)}, cache, active
     )
+    timing.mark("load")
     added = await events.store_events(session, batch.fresh)
+    timing.mark("store")
     resolve_ids = {(s.project_id, s.person_id) for s in taken if s.reason == linking.RESOLVE}
     relinked = await linking.relink(session, owner, claims, added, known, resolve_ids)
+    timing.mark("relink")
     wanted = _wanted(since, concerned, batch.partitions, known, relinked, taken, horizon_us)
     everywhere = set(batch.moves) or {(owner.topic, p) for p in held}
     persons = await linking.persons_now(
         session, wanted.bounds, known, batch.partitions.keys(), relinked
     )
+    timing.mark("persons_now")
     merged = await linking.merged_persons(
         session, owner, wanted, active, everywhere, cache, added, persons
     )
+    timing.mark("merged")
     await linking.demote(session, relinked.demoted(), active, now_us)
     plain = _plain(before, added, known, relinked, merged)
     groups = reevaluate.groups(
@@ -176,7 +186,9 @@ async def apply_batch(
         {**concerned, **merged.concerned},
         merged.events.keys(),
     )
+    timing.mark("groups")
     changed, evaluated = await _save_groups(session, groups, now_us, merged.ids)
+    timing.mark("save")
     partitions = {**batch.partitions, **merged.partitions}
     for project, id_ in relinked.demoted():
         changed |= {(f.id, project, id_) for f in active if f.project_id == project}
@@ -184,6 +196,7 @@ async def apply_batch(
     await signals.send(session, [*relinked.signals, *merged.signals])
     await progress.count_changes(session, changes.counted(changed, partitions))
     await offsets.advance_offsets(session, group_id, batch.moves, now_us)
+    timing.mark("tail")
     stored = sum(len(new) for new in added.values())
     outcomes = {**batch.outcomes, "stored": stored, "duplicate": len(batch.fresh) - stored}
     read = Histories(

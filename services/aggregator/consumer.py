@@ -19,7 +19,7 @@ from typing import Protocol
 
 from kafka.errors import KafkaError
 
-from services.aggregator import metrics
+from services.aggregator import metrics, timing
 from services.aggregator.freshness import Progress
 from services.aggregator.model import Partition
 from services.aggregator.repository.offsets import StaleOffsets
@@ -114,18 +114,26 @@ class Consumer:
             stored = await self._processor.load_offsets(list(pending))
             self._answered()
             await asyncio.to_thread(self._source.start, stored, pending)
-        records = await asyncio.to_thread(self._source.poll)
+        with timing.phase("poll"):
+            records = await asyncio.to_thread(self._source.poll)
         if records:
             self._doing = "batch"
-            committed = await self._processor.apply(records, self._source.expected())
+            with timing.phase("apply"):
+                committed = await self._processor.apply(records, self._source.expected())
             self._answered()
             await asyncio.to_thread(self._source.committed, committed)
             _observe_age(records[-1].timestamp_ms, records[-1].partition)
             if self._progress is not None:
                 self._progress.applied(records)
-        await self._chores(idle=not records)
+        with timing.phase("chores"):
+            await self._chores(idle=not records)
         if self._progress is not None:
-            await self._progress.observe(self._source, ())
+            with timing.phase("progress"):
+                await self._progress.observe(self._source, ())
+        timing.flush(
+            records=len(records),
+            partitions=sorted({r.partition for r in records}),
+        )
 
     def _answered(self) -> None:
         """The database answered: the failures, if any, are over."""
@@ -177,7 +185,8 @@ class Consumer:
             self._due[name] = now + EVERY_S[name]
             self._doing = name
             try:
-                await chore()
+                with timing.phase(name):
+                    await chore()
             except Exception as exc:
                 if is_unavailable(exc) or isinstance(exc, StaleOffsets):
                     raise

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 
-from services.aggregator import metrics
+from services.aggregator import metrics, timing
 from services.aggregator.consumer import Backoff, Consumer
 from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.freshness import Progress
@@ -44,6 +44,7 @@ def tune_gc() -> None:
 async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
     tune_gc()
     engine = create_engine(settings.database_url)
+    timing.attach(engine)
     clock = SystemClock()
     source = await connect(settings, stop)
     if source is None:

@@ -4,6 +4,7 @@ persons merge, as a batch without links (the statements are counted, not timed).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import event as sa_event
 
-from services.aggregator.repository import identities
+from services.aggregator.repository import identities, statistics
 from services.api.repository import funnels as api_funnels
 from services.api.schemas import FunnelIn
 from shared.clock import now_us
@@ -117,3 +118,19 @@ async def test_persons_of_a_component_read_in_part_are_read_again(sessions, monk
     await feed.send([event("b", 2, user="U", anon="X")])
     await feed.send([event("c", 3, user="U")])
     assert await reached(sessions, funnel_id) == {"U": [3]}
+
+
+async def test_young_identity_tables_get_their_statistics_refreshed(database_url, sessions):
+    # Planned on the statistics of an empty table, a batch's lookup of its ids compares every
+    # link with every id: the identity tables are analyzed as they grow, as events are.
+    feed = Feed(sessions)
+    await feed.send([event("b", i, user=f"U{i}", anon=f"X{i}") for i in range(1200)])
+    wanted = ["identity_links", "identity_claims"] if database_url.startswith("postgresql") else []
+    analyzed: list[str] = []
+    for _ in range(40):  # PostgreSQL publishes table statistics within about a second
+        async with sessions.begin() as session:
+            analyzed += await statistics.analyze_if_stale(session)
+        if set(wanted) <= set(analyzed):
+            break
+        await asyncio.sleep(0.1)
+    assert sorted(set(analyzed) & {"identity_links", "identity_claims"}) == sorted(wanted)

@@ -8,10 +8,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import is_postgres
 
 HOT_TABLES = ("events", "funnel_entries", "funnel_touches")
+# Every batch looks its ids up in identity_links (and resolves claims in identity_claims)
+# with arrays of ids. Planned on the statistics of an empty table, each lookup compares every
+# row with every id, its time growing with the table; once they were taken of a few rows the
+# planner scales them with the table's size, so these are analyzed while young only.
+YOUNG_TABLES = ("identity_links", "identity_claims", "identity_refusals")
+YOUNG_ROWS = 1000
 
 
 async def analyze_if_stale(session: AsyncSession) -> list[str]:
-    """ANALYZE hot tables whose statistics lag far behind their size (PostgreSQL only).
+    """ANALYZE hot tables whose statistics lag far behind their size, and young tables whose
+    statistics were taken of almost nothing (PostgreSQL only).
 
     Autovacuum catches up within minutes; until then a young, fast-growing table has
     statistics that make the planner scan a whole funnel instead of looking persons up.
@@ -21,13 +28,16 @@ async def analyze_if_stale(session: AsyncSession) -> list[str]:
     rows = await session.execute(
         text(
             "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
-            " WHERE s.relname = ANY(:tables)"
-            " AND s.n_mod_since_analyze > 1000 + 0.2 * GREATEST(c.reltuples, 0)"
+            " WHERE (s.relname = ANY(:hot)"
+            " AND s.n_mod_since_analyze > 1000 + 0.2 * GREATEST(c.reltuples, 0))"
+            " OR (s.relname = ANY(:young) AND s.n_mod_since_analyze > :rows"
+            " AND c.reltuples < :rows)"
         ),
-        {"tables": list(HOT_TABLES)},
+        {"hot": list(HOT_TABLES), "young": list(YOUNG_TABLES), "rows": YOUNG_ROWS},
     )
     found = {name for (name,) in rows}
-    stale = [name for name in HOT_TABLES if name in found]  # only our own, known names
+    # only our own, known names
+    stale = [name for name in (*HOT_TABLES, *YOUNG_TABLES) if name in found]
     for name in stale:
         await session.execute(text(f"ANALYZE {name}"))
     return stale
