@@ -16,7 +16,7 @@ from services.aggregator.consumer import Backoff, Consumer
 from services.aggregator.delivery import DeliveryWorker
 from services.aggregator.freshness import Progress
 from services.aggregator.processor import Processor
-from services.aggregator.repository import Sessions
+from services.aggregator.repository import Sessions, statements
 from services.aggregator.sender import HttpSender, Sender
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.source import KafkaSource
@@ -44,7 +44,8 @@ def tune_gc() -> None:
 async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
     tune_gc()
     engine = create_engine(settings.database_url)
-    timing.attach(engine)
+    timing.configure(settings.timing_log)
+    statements.attach(engine)
     clock = SystemClock()
     source = await connect(settings, stop)
     if source is None:

@@ -25,3 +25,4 @@ class AggregatorSettings(CommonSettings):
     webhook_interval_s: float = 0.5
     webhook_timeout_s: float = 15.0
     webhook_batch: int = 50
+    timing_log: str = ""  # a file for the timing log (services/aggregator/timing.py); "": off

@@ -1,4 +1,5 @@
-"""A timing log for diagnosis, on when ``AGGREGATOR_TIMING_LOG`` names a file: per consume
+"""A timing log for diagnosis, on when ``AGGREGATOR_TIMING_LOG`` names a file (``configure``;
+the statements are timed by ``repository.statements``): per consume
 round (one JSON line), the seconds spent polling, applying (split by the batch's phases) and
 on chores, and per statement kind (verb and first table) how many ran and their seconds.
 Off, it costs a check per call. ``python -m services.aggregator.timing FILE`` sums a log up.
@@ -7,16 +8,14 @@ Off, it costs a check per call. ``python -m services.aggregator.timing FILE`` su
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-PATH = os.environ.get("AGGREGATOR_TIMING_LOG", "")
+PATH = ""  # the log file; empty: off
 _TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+\"?(\w+)", re.IGNORECASE)
 
 _statements: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
@@ -29,24 +28,16 @@ def kind(statement: str) -> str:
     return f"{verb} {table.group(1) if table else '-'}"
 
 
-def attach(engine: Any) -> None:
-    """Count and time every statement the (async) engine runs."""
-    if not PATH:
-        return
-    from sqlalchemy import event
+def configure(path: str) -> None:
+    """Log to ``path`` (empty: off)."""
+    global PATH
+    PATH = path
 
-    sync = engine.sync_engine
 
-    @event.listens_for(sync, "before_cursor_execute")
-    def _before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        conn.info.setdefault("timing", []).append(time.perf_counter())
-
-    @event.listens_for(sync, "after_cursor_execute")
-    def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        started = conn.info["timing"].pop()
-        found = _statements[kind(statement)]
-        found[0] += 1
-        found[1] += time.perf_counter() - started
+def statement_ran(statement: str, seconds: float) -> None:
+    found = _statements[kind(statement)]
+    found[0] += 1
+    found[1] += seconds
 
 
 @contextmanager
