@@ -64,6 +64,9 @@ class TouchBounds:
 
 def entry_bounds(entries: Sequence[Entry]) -> list[EntryBounds]:
     """The bounds of each of one person's entries (in one funnel), in the given order."""
+    if len(entries) == 1:  # the common first-time person: counted in every range it starts in
+        e = entries[0]
+        return [EntryBounds(e.t0 if e.disqualified else None, None)]
     order = sorted(range(len(entries)), key=lambda i: entries[i].t0)
     if any(entries[a].t0 == entries[b].t0 for a, b in pairwise(order)):
         raise ValueError("a person's entries must start at distinct instants")

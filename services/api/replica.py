@@ -125,15 +125,12 @@ class Replica:
         found = await self._query(
             funnel_id,
             version,
-            lambda tables: [
-                columnar.report_statement(tables, definition, window, count, breakdown)
-            ],
+            lambda tables: columnar.report_statement(tables, definition, window, count, breakdown),
         )
         if found is None:
             return None
         rows, complete = found
-        self.served += 1
-        return sql.report_from_rows(definition, rows[0], breakdown), complete
+        return sql.report_from_rows(definition, rows, breakdown), complete
 
     async def cohort_reports(
         self,
@@ -144,22 +141,17 @@ class Replica:
         count: CountMode,
     ) -> tuple[list[FunnelReport], int | None] | None:
         """One report per window (trends' cohorts: disjoint, ascending, one "now"; no
-        breakdown), from one statement after one catch-up, and the instant they are complete
-        to; ``None`` when the replica does not hold this funnel version."""
+        breakdown; at least one), from one statement after one catch-up, and the instant they
+        are complete to; ``None`` when the replica does not hold this funnel version."""
         found = await self._query(
             funnel_id,
             version,
-            lambda tables: (
-                [columnar.cohorts_statement(tables, definition, windows, count)] if windows else []
-            ),
+            lambda tables: columnar.cohorts_statement(tables, definition, windows, count),
         )
         if found is None:
             return None
         rows, complete = found
-        if not windows:
-            return [], complete
-        self.served += 1
-        by_window: dict[int, list[Any]] = {r[0]: [r[1:]] for r in rows[0]}
+        by_window: dict[int, list[Any]] = {r[0]: [r[1:]] for r in rows}
         reports = [
             sql.report_from_rows(definition, by_window.get(k, []), None)
             for k in range(len(windows))
@@ -179,34 +171,34 @@ class Replica:
         found = await self._query(
             funnel_id,
             version,
-            lambda tables: [columnar.pipeline_statement(tables, definition, window, count)],
+            lambda tables: columnar.pipeline_statement(tables, definition, window, count),
         )
         if found is None:
             return None
         rows, complete = found
-        self.served += 1
-        return sql.pipeline_from_rows(definition, rows[0]), complete
+        return sql.pipeline_from_rows(definition, rows), complete
 
     async def _query(
         self,
         funnel_id: str,
         version: int,
-        statements: Callable[[columnar.Tables], list[tuple[str, dict[str, Any]]]],
-    ) -> tuple[list[list[Any]], int | None] | None:
-        """The rows of each statement over the funnel version's tables, read from one DuckDB
-        snapshot after a catch-up, and the instant they are complete to; ``None`` when the
-        replica does not hold this version (or replaced its tables while reading)."""
+        statement: Callable[[columnar.Tables], tuple[str, dict[str, Any]]],
+    ) -> tuple[list[Any], int | None] | None:
+        """The rows of the statement over the funnel version's tables, read after a
+        catch-up, and the instant they are complete to (counted in ``served``); ``None``
+        when the replica does not hold this version (or replaced its tables while reading)."""
         await self.catch_up()
         held = self._held.get(funnel_id)
         if held is None or held.version != version:
             return None
         complete = self.complete_to_us
         try:
-            rows = await asyncio.to_thread(self._store.read_all, statements(held.tables))
+            rows = await asyncio.to_thread(self._store.read, *statement(held.tables))
         except duckdb.CatalogException:
             return None  # its tables were replaced meanwhile (a redefinition)
         if self._held.get(funnel_id) is not held:
             return None
+        self.served += 1
         return rows, complete
 
     def memory_bytes(self) -> int:
@@ -259,8 +251,7 @@ class Replica:
             touches: Staged
             if is_postgres(session):
                 entries, touches = folder / "entries.csv", folder / "touches.csv"
-                await repository.copy_entries(session, funnel_id, d, scope, folder / "entries.csv")
-                await repository.copy_touches(session, funnel_id, d, scope, folder / "touches.csv")
+                await repository.copy_progress(session, funnel_id, d, scope, entries, touches)
             else:
                 entries = await repository.entry_columns(session, funnel_id, d, scope)
                 touches = await repository.touch_columns(session, funnel_id, d, scope)

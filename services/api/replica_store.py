@@ -154,17 +154,6 @@ class Store:
         finally:
             cursor.close()
 
-    def read_all(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> list[list[Any]]:
-        """The rows of each statement, all read in one transaction (one snapshot)."""
-        cursor = self._db.cursor()
-        try:
-            cursor.execute("BEGIN TRANSACTION")
-            found = [cursor.execute(s, p).fetchall() for s, p in statements]
-            cursor.execute("COMMIT")
-            return found
-        finally:
-            cursor.close()
-
     def memory_bytes(self) -> int:
         found = self.read("SELECT sum(memory_usage_bytes) FROM duckdb_memory()", {})
         return int(found[0][0] or 0)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.changes import ProgressChanges, Stored
 from services.aggregator.repository.scan import CHUNK, delete_ids, per_person
-from shared.bounds import EntryBounds, Neighbours, entry_bounds, touch_neighbours
+from shared.bounds import Neighbours, entry_bounds, touch_neighbours
 from shared.db import bulk_insert, insert_ignoring, is_postgres
 from shared.funnel import Entry, Touch
 from shared.tables import (
@@ -202,8 +202,7 @@ def _entry_bounds(
     moves: list[dict[str, Any]] = []
     for person in sorted(kept.keys() | new.keys()):
         old, fresh = kept.get(person, []), new.get(person, [])
-        found = _alone(fresh[0]) if not old and len(fresh) == 1 else None
-        found = found or entry_bounds([k[1] for k in old] + fresh)
+        found = entry_bounds([k[1] for k in old] + fresh)
         for (id_, _, lft, rgt), b in zip(old, found, strict=False):
             if (b.left, b.right) != (lft, rgt):
                 moves.append({"key": id_, "l": b.left, "r": b.right})
@@ -211,12 +210,6 @@ def _entry_bounds(
             stored = (funnel_id, person, e.t0, e.reached, e.step_times, e.disqualified)
             rows.append((*stored, e.step_values, b.left, b.right))
     return rows, moves
-
-
-def _alone(e: Entry) -> list[EntryBounds]:
-    """``entry_bounds([e])`` without its sorting: a person's only entry is counted in every
-    range it starts in, unless disqualified (the common case of a first-time person)."""
-    return [EntryBounds(e.t0, None) if e.disqualified else EntryBounds(None, None)]
 
 
 def _touch_neighbours(

@@ -168,7 +168,9 @@ async def cohort_reports_served(
     replica when it may answer, else from the database (``complete_to_us``: read before).
     The replica's one statement for all cohorts needs them disjoint, in ascending order and
     of one "now", as ``trends.cohort_bounds`` makes them."""
-    chosen = replica_for(replica, row, definition, count) if _ascending(windows) else None
+    chosen = None
+    if windows and _ascending(windows):
+        chosen = replica_for(replica, row, definition, count)
     if chosen is not None:
         # Hold no transaction while the replica reads in sessions of its own (on SQLite
         # each holds the write lock); this session was only read.

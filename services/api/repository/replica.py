@@ -194,22 +194,15 @@ async def _uncancelled(work: Coroutine[Any, Any, Any]) -> None:
         raise
 
 
-async def copy_entries(
+async def copy_progress(
     session: AsyncSession,
     funnel_id: str,
     definition: FunnelDefinition,
     persons: tuple[str | None, str],
-    path: Path,
+    entries: Path,
+    touches: Path,
 ) -> None:
-    await copy_rows(session, [entry_select(definition)], funnel_entries, funnel_id, persons, path)
-
-
-async def copy_touches(
-    session: AsyncSession,
-    funnel_id: str,
-    definition: FunnelDefinition,
-    persons: tuple[str | None, str],
-    path: Path,
-) -> None:
-    stmts = touch_selects(definition)
-    await copy_rows(session, stmts, funnel_touches, funnel_id, persons, path)
+    """The persons' entries and touches (``copy_rows``), each table to its own CSV file."""
+    e = [entry_select(definition)]
+    await copy_rows(session, e, funnel_entries, funnel_id, persons, entries)
+    await copy_rows(session, touch_selects(definition), funnel_touches, funnel_id, persons, touches)
