@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.api.replica import Replica
-from services.api.reports.computation import compute_report, replica_for, valid_until
+from services.api.reports.computation import compute_report, replica_for, row_key, valid_until
 from services.api.reports.python import FunnelReport, Window
 from services.api.repository import Session, Sessions, funnels, progress
 from services.api.repository.funnels import FunnelRow
@@ -130,7 +130,7 @@ async def _report(
     window: Window,
     replica: Replica | None,
 ) -> FunnelReport:
-    chosen = replica_for(replica, row, definition, "uniques")
+    chosen = replica_for(replica, row_key(row), definition, "uniques")
     if chosen is not None:
         # No transaction is held while the replica reads in sessions of its own (on SQLite
         # each holds the write lock); the next statement of this session begins another.

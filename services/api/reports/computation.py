@@ -135,24 +135,27 @@ async def cohort_reports(
 
 def replica_for(
     replica: Replica | None,
-    row: FunnelRow,
+    funnel: tuple[str, int, bool],
     definition: FunnelDefinition,
     count: CountMode,
     breakdown: Breakdown | None = None,
 ) -> Replica | None:
-    """The replica when it may answer for the funnel now: its backfill is done, the layout
-    covers the request exactly and the replica holds this version; else ``None``, and the
-    replica starts loading the funnel's version if it lacks it."""
-    if (
-        replica is None
-        or not row.backfill_done
-        or not columnar.covers(definition, count, breakdown)
-    ):
+    """The replica when it may answer for the funnel (id, version, backfill done) now: its
+    backfill is done, the layout covers the request exactly and the replica holds this
+    version; else ``None``, and the replica starts loading the funnel's version if it lacks
+    it."""
+    funnel_id, version, backfill_done = funnel
+    if replica is None or not backfill_done or not columnar.covers(definition, count, breakdown):
         return None
-    if not replica.holds(row.id, row.version):
-        replica.want(row.id, row.version, definition)
+    if not replica.holds(funnel_id, version):
+        replica.want(funnel_id, version, definition)
         return None
     return replica
+
+
+def row_key(row: FunnelRow) -> tuple[str, int, bool]:
+    """What ``replica_for`` needs of a funnel's row."""
+    return row.id, row.version, row.backfill_done
 
 
 async def cohort_reports_served(
@@ -170,7 +173,7 @@ async def cohort_reports_served(
     of one "now", as ``trends.cohort_bounds`` makes them."""
     chosen = None
     if windows and _ascending(windows):
-        chosen = replica_for(replica, row, definition, count)
+        chosen = replica_for(replica, row_key(row), definition, count)
     if chosen is not None:
         # Hold no transaction while the replica reads in sessions of its own (on SQLite
         # each holds the write lock); this session was only read.
@@ -196,7 +199,7 @@ async def pipeline_served(
 ) -> tuple[PipelineTally, int | None]:
     """The forecast's tally (``pipeline``) and the instant it is complete to: from the
     replica when it may answer, else from the database (``complete_to_us``: read before)."""
-    chosen = replica_for(replica, row, definition, count)
+    chosen = replica_for(replica, row_key(row), definition, count)
     if chosen is not None:
         await session.commit()  # as in cohort_reports_served
         found = await chosen.pipeline(row.id, row.version, definition, window, count)

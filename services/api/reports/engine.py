@@ -17,9 +17,8 @@ from typing import Literal
 from services.api.freshness import derive
 from services.api.limits import bounded_range
 from services.api.replica import Replica
-from services.api.reports import columnar
 from services.api.reports.cache import Computed, ReportCache
-from services.api.reports.computation import compute_report, valid_until
+from services.api.reports.computation import compute_report, replica_for, valid_until
 from services.api.reports.python import Breakdown, FunnelReport, Window
 from services.api.reports.raw import needs_events
 from services.api.repository import Session, Sessions, freshness, progress
@@ -91,17 +90,17 @@ class _Work:
     async def _from_replica(self, window: Window) -> tuple[FunnelReport, int | None] | None:
         """The report from the columnar replica when it covers it and holds the funnel's
         version, caught up with the log (else the replica starts loading the funnel)."""
-        replica = self.replica
-        if (
-            replica is None
-            or self.filters
-            or not self.basis_done
-            or not columnar.covers(self.definition, self.mode, self.chosen)
-        ):
+        if self.filters:
             return None
         funnel_id = self.funnel[1]
-        if not replica.holds(funnel_id, self.version):
-            replica.want(funnel_id, self.version, self.definition)
+        replica = replica_for(
+            self.replica,
+            (funnel_id, self.version, self.basis_done),
+            self.definition,
+            self.mode,
+            self.chosen,
+        )
+        if replica is None:
             return None
         return await replica.report(
             funnel_id, self.version, self.definition, window, self.mode, self.chosen
